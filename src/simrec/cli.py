@@ -1,0 +1,40 @@
+"""The simrec command. Each subcommand lives in its own module, imported only when called, because the
+step modules need the steps environment (TensorFlow, Spark) and the pipeline ones the control
+environment (KFP SDK); see images/."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+from simrec.errors import InputError
+
+SUBCOMMANDS = {
+    "ingest": ("simrec.steps.ingest", "Fashion-MNIST (+ new items) into the catalogue's Delta tables"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: simrec <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in SUBCOMMANDS.items()]
+    lines += ["", "simrec <command> --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    if argv[0] not in SUBCOMMANDS:
+        sys.exit(f"simrec: unknown command {argv[0]!r}\n\n{_usage()}")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    try:
+        module.main(argv[1:])
+    except InputError as exc:
+        sys.exit(f"simrec {argv[0]}: error: {exc}")

@@ -1,0 +1,127 @@
+"""Configuration: conf/base/simrec.yaml, overlaid by conf/<profile>/simrec.yaml, overlaid by
+SIMREC__SECTION__KEY environment variables; validated once, here, with errors that name the source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from simrec.errors import InputError
+
+PROFILES = ("smoke", "embedded", "full")
+CONFIG_FILE = "simrec.yaml"
+ENV_PREFIX = "SIMREC__"
+
+
+class ConfigError(InputError):
+    """Configuration that cannot be loaded or does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StorageConfig(_Section):
+    lake_uri: str = Field(description="Root of the Delta tables (a folder, or s3a:// on a cluster)")
+    mlflow_tracking_uri: str = Field(description="MLflow tracking store")
+    runs_dir: str = Field(description="Where the embedded runner keeps run folders")
+
+
+class SparkConfig(_Section):
+    master: str = "local[*]"
+    driver_memory: str = "4g"
+
+
+class IngestConfig(_Section):
+    source: str = Field(description="Folder with the four IDX files, or an http(s) URL to download them from")
+    checksums: str = Field(
+        default="official",
+        description="'official' (the Fashion-MNIST release), 'none', or a JSON file of name -> sha256",
+    )
+
+
+class SimrecConfig(_Section):
+    profile: Literal["smoke", "embedded", "full"]
+    storage: StorageConfig
+    spark: SparkConfig = SparkConfig()
+    ingest: IngestConfig
+
+
+def default_conf_dir() -> Path:
+    """conf/ of the checkout, unless SIMREC_CONF_DIR points elsewhere."""
+    if env := os.environ.get("SIMREC_CONF_DIR"):
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "conf"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: configuration file not found") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """SIMREC__INGEST__SOURCE=/data -> {"ingest": {"source": "/data"}}; values parse as YAML scalars."""
+    overrides: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError(f"environment variable {name}: empty key segment")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"environment variable {name}: not a valid value: {exc}") from exc
+        node = overrides
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return overrides
+
+
+def load_config(
+    profile: str = "embedded",
+    conf_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> SimrecConfig:
+    """The validated configuration for a profile."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+    conf_dir = conf_dir or default_conf_dir()
+    sources = [conf_dir / "base" / CONFIG_FILE, conf_dir / profile / CONFIG_FILE]
+    data: dict[str, Any] = {}
+    for path in sources:
+        data = _merge(data, _read_yaml(path))
+    data = _merge(data, _env_overrides(dict(os.environ if environ is None else environ)))
+    data["profile"] = profile
+    try:
+        return SimrecConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(
+            f"invalid configuration (profile {profile}, from {', '.join(map(str, sources))} "
+            f"and {ENV_PREFIX}* variables): {problems}"
+        ) from exc

@@ -1,0 +1,31 @@
+"""The one place a Spark session is made: Delta Lake enabled, Arrow on, local-friendly defaults.
+
+Delta's jars (io.delta:delta-spark_2.12) are resolved by Spark from Maven Central on first use and cached
+in ~/.ivy2 (SIMREC_IVY_DIR overrides); cluster images resolve them at build time (images/steps)."""
+
+from __future__ import annotations
+
+import os
+
+from delta import configure_spark_with_delta_pip
+from pyspark.sql import SparkSession
+
+
+def get_spark(app_name: str = "simrec") -> SparkSession:
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(os.environ.get("SIMREC_SPARK_MASTER", "local[*]"))
+        .config("spark.driver.memory", os.environ.get("SIMREC_SPARK_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+    )
+    if ivy_dir := os.environ.get("SIMREC_IVY_DIR"):
+        builder = builder.config("spark.jars.ivy", ivy_dir)
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
