@@ -12,7 +12,10 @@ import sys
 from simrec.errors import InputError
 
 SUBCOMMANDS = {
-    "ingest": ("simrec.steps.ingest", "Fashion-MNIST (+ new items) into the catalogue's Delta tables"),
+    "run": ("simrec.pipeline.cli:run_main", "run the whole pipeline on this machine (embedded mode)"),
+    "compile": ("simrec.pipeline.cli:compile_main", "write the pipeline IR YAML for the KFP UI"),
+    "submit": ("simrec.pipeline.cli:submit_main", "start the pipeline on a Kubeflow Pipelines endpoint"),
+    "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
 }
 
 
@@ -33,8 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    module_name, function = SUBCOMMANDS[argv[0]][0].split(":")
+    entrypoint = getattr(importlib.import_module(module_name), function)
     try:
-        module.main(argv[1:])
+        entrypoint(argv[1:])
     except InputError as exc:
         sys.exit(f"simrec {argv[0]}: error: {exc}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simrec.errors import InputError
 
@@ -25,10 +25,24 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _absolute(location: str) -> str:
+    """Relative local paths are taken from the current directory, so every step sees the same place."""
+    if location.startswith("sqlite:///") and not location.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(location.removeprefix("sqlite:///")).resolve())
+    if "://" in location:
+        return location
+    return str(Path(location).expanduser().resolve())
+
+
 class StorageConfig(_Section):
     lake_uri: str = Field(description="Root of the Delta tables (a folder, or s3a:// on a cluster)")
     mlflow_tracking_uri: str = Field(description="MLflow tracking store")
     runs_dir: str = Field(description="Where the embedded runner keeps run folders")
+
+    @field_validator("lake_uri", "mlflow_tracking_uri", "runs_dir")
+    @classmethod
+    def _resolve(cls, location: str) -> str:
+        return _absolute(location)
 
 
 class SparkConfig(_Section):
@@ -42,6 +56,11 @@ class IngestConfig(_Section):
         default="official",
         description="'official' (the Fashion-MNIST release), 'none', or a JSON file of name -> sha256",
     )
+
+    @field_validator("source")
+    @classmethod
+    def _resolve(cls, location: str) -> str:
+        return _absolute(location)
 
 
 class SimrecConfig(_Section):
@@ -118,9 +137,7 @@ def load_config(
     try:
         return SimrecConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(
             f"invalid configuration (profile {profile}, from {', '.join(map(str, sources))} "
             f"and {ENV_PREFIX}* variables): {problems}"

@@ -22,8 +22,10 @@ def test_idx_round_trip(tmp_path: Path) -> None:
     [
         (b"\x00\x00\x08", "too short for an IDX header"),
         ((0x801).to_bytes(4, "big") + (1).to_bytes(4, "big") * 3 + b"\x00", "wrong magic number 0x00000801"),
-        ((0x803).to_bytes(4, "big") + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 784,
-         "header says 2x28x28 items (1584 bytes) but the content has 800 bytes"),
+        (
+            (0x803).to_bytes(4, "big") + (2).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 784,
+            "header says 2x28x28 items (1584 bytes) but the content has 800 bytes",
+        ),
     ],
 )
 def test_bad_idx_names_file_and_problem(tmp_path: Path, content: bytes, message: str) -> None:
@@ -48,8 +50,9 @@ def test_png_round_trip_keeps_every_byte_value() -> None:
 
 
 def test_png_wrong_size_and_mode_rejected() -> None:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     for image, message in [
         (Image.new("L", (32, 28)), "32x28, expected 28x28"),

@@ -68,8 +68,18 @@ def test_rerun_adds_no_rows_and_no_version(spark, lake, tmp_path) -> None:
 def test_cli_writes_lineage(spark, lake, tmp_path) -> None:
     source, lake_dir = lake
     out = tmp_path / "lineage.json"
-    main(["--source", str(source), "--lake-uri", str(lake_dir), "--checksums",
-          str(source / "checksums.json"), "--lineage-out", str(out)])
+    main(
+        [
+            "--source",
+            str(source),
+            "--lake-uri",
+            str(lake_dir),
+            "--checksums",
+            str(source / "checksums.json"),
+            "--lineage-out",
+            str(out),
+        ]
+    )
     lineage = json.loads(out.read_text())
     assert lineage["tables"]["test"]["rows"] == 50
     assert lineage["tables"]["test"]["uri"] == table_uri(str(lake_dir), "test")
@@ -137,13 +147,26 @@ def _labels_idx(values: bytes) -> bytes:
     ("name", "content", "message"),
     [
         ("train-images-idx3-ubyte", None, r"train-images-idx3-ubyte.gz: file not found"),
-        ("train-images-idx3-ubyte", b"\x1f\x8b\x08\x00garbage", r"train-images-idx3-ubyte.gz: cannot decompress"),
-        ("t10k-labels-idx1-ubyte", gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 54),
-         r"t10k-labels-idx1-ubyte.gz: wrong magic number 0x00000803"),
-        ("t10k-labels-idx1-ubyte", _labels_idx(bytes(49)),
-         r"t10k-images-idx3-ubyte.gz: 50 images but .*t10k-labels-idx1-ubyte.gz has 49 labels"),
-        ("train-labels-idx1-ubyte", _labels_idx(bytes([1] * 199 + [10])),
-         r"train-labels-idx1-ubyte.gz: label 10 at index 199 is out of range 0..9"),
+        (
+            "train-images-idx3-ubyte",
+            b"\x1f\x8b\x08\x00garbage",
+            r"train-images-idx3-ubyte.gz: cannot decompress",
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 54),
+            r"t10k-labels-idx1-ubyte.gz: wrong magic number 0x00000803",
+        ),
+        (
+            "t10k-labels-idx1-ubyte",
+            _labels_idx(bytes(49)),
+            r"t10k-images-idx3-ubyte.gz: 50 images but .*t10k-labels-idx1-ubyte.gz has 49 labels",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            _labels_idx(bytes([1] * 199 + [10])),
+            r"train-labels-idx1-ubyte.gz: label 10 at index 199 is out of range 0..9",
+        ),
     ],
 )
 def test_bad_source_changes_nothing(spark, lake, tmp_path, name, content, message) -> None:
@@ -200,7 +223,7 @@ def test_bad_batch_changes_nothing(spark, lake, tmp_path, case, message) -> None
 
 
 def test_changed_pixels_for_a_stored_id_are_refused(spark, lake, tmp_path) -> None:
-    source, lake_dir = lake
+    _source, lake_dir = lake
     before = _versions(spark, lake_dir)
     other = write_dataset(tmp_path / "other", seed=99)  # same ids, different pixels
     with pytest.raises(DataError, match=r"already stored with different pixels, e.g. train-000000"):
@@ -230,7 +253,9 @@ REAL = Path("/usr/share/datasets/fashion-mnist")
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REAL / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not (REAL / "train-images-idx3-ubyte.gz").exists(), reason="dataset-fashion-mnist not installed"
+)
 def test_real_fashion_mnist(spark, tmp_path) -> None:
     lineage = ingest(spark, str(REAL), str(tmp_path / "lake"), checksums="official")
     for split, count in (("train", 60_000), ("test", 10_000)):

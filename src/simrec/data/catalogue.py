@@ -118,7 +118,9 @@ def _png_batch(folder: Path, prefix: str) -> pd.DataFrame:
         row = int(np.flatnonzero(labels.isna() | (labels != labels.round()))[0])
         raise DataError(f"{csv_path}: row {row + 2}: label {table['label'][row]!r} is not an integer")
     if table["filename"].duplicated().any():
-        raise DataError(f"{csv_path}: duplicate filename {table['filename'][table['filename'].duplicated()].iloc[0]}")
+        raise DataError(
+            f"{csv_path}: duplicate filename {table['filename'][table['filename'].duplicated()].iloc[0]}"
+        )
     labels = labels.to_numpy(dtype=np.int64)
     _check_labels(csv_path, labels)
     pngs, sha256s, ids = [], [], []

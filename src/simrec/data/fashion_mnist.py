@@ -79,9 +79,12 @@ def download(url: str, target: Path, timeout_s: float = 60.0) -> Path:
         with requests.get(url, stream=True, timeout=timeout_s) as response:
             response.raise_for_status()
             total = int(response.headers.get("content-length", 0)) or None
-            with atomic_write(target) as out, tqdm(
-                total=total, unit="B", unit_scale=True, desc=f"download {target.name}", leave=False
-            ) as bar:
+            with (
+                atomic_write(target) as out,
+                tqdm(
+                    total=total, unit="B", unit_scale=True, desc=f"download {target.name}", leave=False
+                ) as bar,
+            ):
                 for chunk in response.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))

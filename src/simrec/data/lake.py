@@ -63,7 +63,9 @@ def _new_items(spark: SparkSession, uri: str, items: pd.DataFrame) -> pd.DataFra
 def append_items(spark: SparkSession, uri: str, items: pd.DataFrame) -> TableState:
     """Adds the items whose item_id the table lacks, in one Delta commit; no new items, no new version."""
     if items["item_id"].duplicated().any():
-        raise DataError(f"duplicate item_id in the input: {items['item_id'][items['item_id'].duplicated()].iloc[0]}")
+        raise DataError(
+            f"duplicate item_id in the input: {items['item_id'][items['item_id'].duplicated()].iloc[0]}"
+        )
     exists = DeltaTable.isDeltaTable(spark, uri)
     new = _new_items(spark, uri, items) if exists else items
     if len(new):

@@ -1,0 +1,123 @@
+"""simrec compile | run | submit: the pipeline's commands (control environment)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simrec.config import PROFILES, SimrecConfig, load_config
+from simrec.errors import InputError
+from simrec.lineage import CHECKOUT, git_sha
+from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise InputError(f"--param takes NAME=VALUE, got {pair!r}")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
+def _common(parser: argparse.ArgumentParser, default_profile: str) -> None:
+    parser.add_argument("--profile", choices=PROFILES, default=default_profile)
+    parser.add_argument("--components-dir", type=Path, help="component YAML folder (default: components/)")
+    parser.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="set a pipeline parameter"
+    )
+
+
+def _arguments(config: SimrecConfig, params: list[str]) -> dict[str, Any]:
+    return pipeline_arguments(config) | {"git_sha": git_sha()} | _parse_params(params)
+
+
+def compile_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="simrec compile", description="Write the pipeline IR YAML.")
+    parser.add_argument("--profile", choices=PROFILES, default="full")
+    parser.add_argument("--components-dir", type=Path)
+    parser.add_argument("--output", type=Path, default=Path("build/simrec-pipeline.yaml"))
+    args = parser.parse_args(argv)
+    path = compile_pipeline(load_config(args.profile), args.output, args.components_dir)
+    print(f"compiled {PIPELINE_NAME} ({args.profile} profile) to {path}")
+
+
+def run_main(argv: list[str] | None = None) -> None:
+    from simrec.runner.embedded import EmbeddedRunner
+    from simrec.runner.ir import load_ir
+
+    parser = argparse.ArgumentParser(
+        prog="simrec run", description="Compile the pipeline and run it on this machine (embedded mode)."
+    )
+    _common(parser, "embedded")
+    parser.add_argument("--run-name", help="folder name of this run under storage.runs_dir")
+    args = parser.parse_args(argv)
+    config = load_config(args.profile)
+    arguments = _arguments(config, args.param)
+    run_name = args.run_name or f"{PIPELINE_NAME}-{datetime.now():%Y%m%d-%H%M%S}"
+    runs_dir = Path(config.storage.runs_dir)
+    package = compile_pipeline(config, runs_dir / run_name / "pipeline.yaml", args.components_dir)
+    runner = EmbeddedRunner(
+        envs_dir=Path(os.environ.get("SIMREC_ENVS_DIR", CHECKOUT / ".envs")),
+        runs_dir=runs_dir,
+        step_env={
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "MLFLOW_TRACKING_URI": config.storage.mlflow_tracking_uri,
+            "SIMREC_SPARK_MASTER": config.spark.master,
+            "SIMREC_SPARK_DRIVER_MEMORY": config.spark.driver_memory,
+        },
+    )
+    print(f"simrec run {run_name}: profile {args.profile}, pipeline {package}")
+    summary = runner.run(load_ir(package), arguments, run_name=run_name)
+    print(f"\n{'task':<12} {'status':<10} {'seconds':>8}  outputs")
+    for task in summary.tasks:
+        outputs = ", ".join(f"{k}={v}" for k, v in (task.artifacts | task.parameters).items()) or task.error
+        print(f"{task.name:<12} {task.status:<10} {task.seconds:>8.1f}  {outputs}")
+    print(f"\nrun folder: {summary.run_dir}  (logs: <task>/log.txt, summary: run.json)")
+    print(f"delta tables: {config.storage.lake_uri}")
+    if not summary.succeeded:
+        raise SystemExit(1)
+
+
+def submit_main(argv: list[str] | None = None) -> None:
+    import kfp
+
+    parser = argparse.ArgumentParser(
+        prog="simrec submit",
+        description="Compile the pipeline and start it on a Kubeflow Pipelines endpoint.",
+    )
+    _common(parser, "full")
+    parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+    parser.add_argument("--experiment", default=PIPELINE_NAME)
+    parser.add_argument("--schedule", metavar="CRON", help="create a recurring run on this cron schedule")
+    args = parser.parse_args(argv)
+    config = load_config(args.profile)
+    arguments = _arguments(config, args.param)
+    name = f"{PIPELINE_NAME}-{arguments['git_sha'][:12]}-{datetime.now():%Y%m%d-%H%M%S}"
+    with tempfile.TemporaryDirectory() as tmp:
+        package = str(compile_pipeline(config, Path(tmp) / "pipeline.yaml", args.components_dir))
+        client = kfp.Client(host=args.host)
+        experiment = client.create_experiment(name=args.experiment)
+        if args.schedule:
+            job = client.create_recurring_run(
+                experiment_id=experiment.experiment_id,
+                job_name=name,
+                cron_expression=args.schedule,
+                pipeline_package_path=package,
+                params=arguments,
+            )
+            print(f"recurring run {job.recurring_run_id} ({args.schedule}) in experiment {args.experiment}")
+        else:
+            run = client.create_run_from_pipeline_package(
+                package, arguments=arguments, run_name=name, experiment_id=experiment.experiment_id
+            )
+            link = f"{args.host.rstrip('/')}/#/runs/details/{run.run_id}"
+            print(f"run {run.run_id} in experiment {args.experiment}: {link}")

@@ -1,0 +1,263 @@
+"""The embedded runner: executes a compiled pipeline (KFP IR) on this machine.
+
+Each task's container command, from the same component YAML the cluster runs, is started as a local
+process in the local environment that stands for its image (`simrec/steps:…` -> .envs/steps).
+Placeholders resolve with KFP's own local-execution rules (kfp.local), so a command means here what it
+means in a pod. Like KFP caching, a task whose definition and inputs are unchanged is not run again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+from kfp import dsl
+from kfp.local import executor_input_utils, placeholder_utils
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from simrec.errors import InputError
+from simrec.files import write_json_atomic
+from simrec.runner.ir import PipelineIR, Task
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    status: str  # succeeded | cached | failed | skipped
+    seconds: float = 0.0
+    root: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)  # output name -> local path
+    parameters: dict[str, Any] = field(default_factory=dict)  # output name -> value
+    error: str = ""
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    tasks: list[TaskRecord]
+
+    @property
+    def succeeded(self) -> bool:
+        return all(t.status in ("succeeded", "cached") for t in self.tasks)
+
+
+class TaskFailed(RuntimeError):
+    pass
+
+
+def environment_for(image: str, envs_dir: Path) -> Path:
+    """The local environment standing for an image: `registry/simrec/steps:0.1.0` -> envs_dir/steps."""
+    name = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+    env = envs_dir / name
+    if not (env / "bin" / "python").exists():
+        raise InputError(
+            f"no local environment for image {image}: {env} is missing (run scripts/setup-envs {name})"
+        )
+    return env
+
+
+def _digest_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else "").encode())
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+_PARAMETER_PARSERS: dict[str, Callable[[str], Any]] = {
+    "STRING": str,
+    "NUMBER_INTEGER": int,
+    "NUMBER_DOUBLE": float,
+    "BOOLEAN": lambda text: json.loads(text.lower()),
+    "LIST": json.loads,
+    "STRUCT": json.loads,
+}
+
+
+class EmbeddedRunner:
+    def __init__(
+        self,
+        envs_dir: Path,
+        runs_dir: Path,
+        step_env: dict[str, str] | None = None,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.envs_dir = envs_dir
+        self.runs_dir = runs_dir
+        self.cache_dir = runs_dir / "cache"
+        self.step_env = step_env or {}
+        self.echo = echo
+
+    def run(self, ir: PipelineIR, arguments: dict[str, Any], run_name: str | None = None) -> RunSummary:
+        unknown = set(arguments) - set(ir.parameters)
+        if unknown:
+            raise InputError(f"unknown pipeline parameter(s): {', '.join(sorted(unknown))}")
+        parameters = ir.parameters | arguments
+        missing = [name for name, value in parameters.items() if value is None]
+        if missing:
+            raise InputError(f"pipeline parameter(s) without a value: {', '.join(sorted(missing))}")
+        run_name = run_name or f"{ir.name}-{datetime.now():%Y%m%d-%H%M%S}"
+        run_dir = self.runs_dir / run_name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        records: dict[str, TaskRecord] = {}
+        for index, task in enumerate(ir.tasks, 1):
+            prefix = f"[{index}/{len(ir.tasks)}] {task.name}"
+            failed_upstream = [u for u in task.upstream if records[u].status in ("failed", "skipped")]
+            if failed_upstream:
+                records[task.name] = TaskRecord(
+                    task.name, "skipped", error=f"upstream {failed_upstream} failed"
+                )
+                self.echo(f"{prefix}: skipped ({records[task.name].error})")
+                continue
+            records[task.name] = self._run_task(task, parameters, records, run_dir, run_name, prefix)
+        summary = RunSummary(run_dir, [records[t.name] for t in ir.tasks])
+        write_json_atomic(
+            run_dir / "run.json",
+            {"pipeline": ir.name, "parameters": parameters, "tasks": [asdict(t) for t in summary.tasks]},
+        )
+        return summary
+
+    def _resolve_inputs(
+        self, task: Task, parameters: dict[str, Any], records: dict[str, TaskRecord]
+    ) -> dict[str, Any]:
+        arguments: dict[str, Any] = {}
+        for name, wiring in task.inputs.get("parameters", {}).items():
+            if "componentInputParameter" in wiring:
+                arguments[name] = parameters[wiring["componentInputParameter"]]
+            elif "runtimeValue" in wiring:
+                arguments[name] = wiring["runtimeValue"]["constant"]
+            elif "taskOutputParameter" in wiring:
+                producer = wiring["taskOutputParameter"]
+                arguments[name] = records[producer["producerTask"]].parameters[producer["outputParameterKey"]]
+            else:
+                raise InputError(f"task {task.name}: input {name} has unsupported wiring {wiring}")
+        for name, wiring in task.inputs.get("artifacts", {}).items():
+            if "taskOutputArtifact" not in wiring:
+                raise InputError(f"task {task.name}: input artifact {name} has unsupported wiring {wiring}")
+            producer = wiring["taskOutputArtifact"]
+            uri = records[producer["producerTask"]].artifacts[producer["outputArtifactKey"]]
+            arguments[name] = dsl.Artifact(name=name, uri=uri)
+        return arguments
+
+    def _cache_key(self, task: Task, arguments: dict[str, Any]) -> str:
+        identity = {
+            "container": task.container,
+            "component": task.component,
+            "arguments": {
+                name: _digest_path(Path(value.uri)) if isinstance(value, dsl.Artifact) else value
+                for name, value in sorted(arguments.items())
+            },
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _cached(self, key: str) -> TaskRecord | None:
+        entry = self.cache_dir / f"{key}.json"
+        if not entry.exists():
+            return None
+        record = TaskRecord(**json.loads(entry.read_text()))
+        if not all(Path(path).exists() for path in record.artifacts.values()):
+            return None
+        return record
+
+    def _run_task(
+        self,
+        task: Task,
+        parameters: dict[str, Any],
+        records: dict[str, TaskRecord],
+        run_dir: Path,
+        run_name: str,
+        prefix: str,
+    ) -> TaskRecord:
+        arguments = self._resolve_inputs(task, parameters, records)
+        key = self._cache_key(task, arguments)
+        if task.caching and (hit := self._cached(key)):
+            self.echo(f"{prefix}: cached (outputs of {hit.root})")
+            hit.status, hit.seconds = "cached", 0.0
+            return hit
+        task_root = run_dir / task.name
+        task_root.mkdir(parents=True)
+        component = json_format.ParseDict(task.component, pipeline_spec_pb2.ComponentSpec())
+        executor_input = executor_input_utils.executor_input_to_dict(
+            executor_input_utils.construct_executor_input(
+                component, arguments, str(task_root), block_input_artifact=False
+            ),
+            component,
+        )
+        command = placeholder_utils.replace_placeholders(
+            task.container["command"] + task.container.get("args", []),
+            executor_input,
+            pipeline_resource_name=run_name,
+            task_resource_name=task.name,
+            pipeline_root=str(run_dir),
+            unique_pipeline_id=run_name,
+        )
+        record = TaskRecord(task.name, "failed", root=str(task_root))
+        started = time.monotonic()
+        try:
+            env_dir = environment_for(task.container["image"], self.envs_dir)
+            self.echo(f"{prefix}: running in {env_dir.name} environment: {' '.join(command)}")
+            self._execute(command, env_dir, task_root / "log.txt", task.name)
+            record.artifacts, record.parameters = self._collect_outputs(executor_input, task)
+            record.status = "succeeded"
+        except (TaskFailed, InputError) as exc:
+            record.error = str(exc)
+        record.seconds = round(time.monotonic() - started, 1)
+        if record.status == "succeeded":
+            self.echo(f"{prefix}: succeeded in {record.seconds:.1f} s")
+            if task.caching:
+                write_json_atomic(self.cache_dir / f"{key}.json", asdict(record))
+        else:
+            self.echo(f"{prefix}: FAILED after {record.seconds:.1f} s: {record.error}")
+        return record
+
+    def _execute(self, command: list[str], env_dir: Path, log_path: Path, label: str) -> None:
+        env = dict(os.environ) | self.step_env
+        env["VIRTUAL_ENV"] = str(env_dir)
+        env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env.pop("PYTHONHOME", None)
+        tail: list[str] = []
+        with log_path.open("w") as log:
+            try:
+                process = subprocess.Popen(
+                    command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+                )
+            except OSError as exc:
+                raise TaskFailed(f"cannot start {command[0]}: {exc}") from exc
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                self.echo(f"  {label} | {line.rstrip()}")
+                tail = [*tail[-4:], line.rstrip()]
+            code = process.wait()
+        if code != 0:
+            raise TaskFailed(f"exit code {code}; last output: {' / '.join(tail)} (log: {log_path})")
+
+    def _collect_outputs(
+        self, executor_input: dict[str, Any], task: Task
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        outputs = executor_input["outputs"]
+        artifacts = {}
+        for name, artifact_list in outputs.get("artifacts", {}).items():
+            path = Path(artifact_list["artifacts"][0]["uri"])
+            if not path.exists():
+                raise TaskFailed(f"the step did not write its output artifact {name!r} ({path})")
+            artifacts[name] = str(path)
+        parameters = {}
+        definitions = task.component.get("outputDefinitions", {}).get("parameters", {})
+        for name, spec in outputs.get("parameters", {}).items():
+            path = Path(spec["outputFile"])
+            if not path.exists():
+                raise TaskFailed(f"the step did not write its output parameter {name!r} ({path})")
+            parameters[name] = _PARAMETER_PARSERS[definitions[name]["parameterType"]](
+                path.read_text().strip()
+            )
+        return artifacts, parameters
