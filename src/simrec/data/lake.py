@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -33,8 +33,10 @@ class TableState:
     rows: int
     added: int
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def lineage(self) -> dict[str, object]:
+        """What later steps record: which table and version; not how much this run added, so that an
+        unchanged table gives identical lineage (and cache hits downstream)."""
+        return {"uri": self.uri, "version": self.version, "rows": self.rows}
 
 
 def table_uri(lake_uri: str, table: str) -> str:

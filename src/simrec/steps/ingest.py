@@ -45,7 +45,7 @@ def ingest(
     for name, items in splits.items():
         state = append_items(spark, table_uri(lake_uri, name), items)
         log.info("table %s: version %d, %d rows (%d added)", name, state.version, state.rows, state.added)
-        tables[name] = state.as_dict()
+        tables[name] = state.lineage()
     # No timestamps here: the lineage changes only when a table does, so downstream tasks stay cached.
     return {"tables": tables, "sources": sources}
 

@@ -1,0 +1,71 @@
+"""A local stand-in for the Kubeflow Pipelines REST API (/apis/v2beta1), recording what clients send."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+API = "/apis/v2beta1"
+
+
+class KfpStub:
+    def __init__(self) -> None:
+        self.experiments: list[dict[str, Any]] = []
+        self.runs: list[dict[str, Any]] = []
+        self.recurring_runs: list[dict[str, Any]] = []
+        self.requests: list[tuple[str, str]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(self, body: dict[str, Any], status: int = 200) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                url = urlparse(self.path)
+                stub.requests.append(("GET", url.path))
+                if url.path == f"{API}/healthz":
+                    self._reply({"multi_user": False})
+                elif url.path == f"{API}/experiments":
+                    query = json.loads(parse_qs(url.query).get("filter", ["{}"])[0])
+                    names = [p.get("string_value") for p in query.get("predicates", [])]
+                    found = [e for e in stub.experiments if not names or e["display_name"] in names]
+                    self._reply({"experiments": found, "total_size": len(found)})
+                else:
+                    self._reply({"error": "not found"}, 404)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                stub.requests.append(("POST", self.path))
+                if self.path == f"{API}/experiments":
+                    body["experiment_id"] = str(uuid.uuid4())
+                    stub.experiments.append(body)
+                elif self.path == f"{API}/runs":
+                    body |= {"run_id": str(uuid.uuid4()), "state": "PENDING"}
+                    stub.runs.append(body)
+                elif self.path == f"{API}/recurringruns":
+                    body |= {"recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
+                    stub.recurring_runs.append(body)
+                else:
+                    self._reply({"error": "not found"}, 404)
+                    return
+                self._reply(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

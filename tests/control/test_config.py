@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from simrec.config import ConfigError, load_config
+
+
+def test_profiles_overlay_base(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    embedded, smoke, full = (load_config(p, environ={}) for p in ("embedded", "smoke", "full"))
+    assert embedded.storage.lake_uri == str(tmp_path / ".simrec" / "lake")  # relative -> from cwd
+    assert embedded.storage.mlflow_tracking_uri == f"sqlite:///{tmp_path}/.simrec/mlflow.db"
+    assert embedded.ingest.checksums == "official"
+    assert smoke.ingest.checksums == "none" and smoke.spark.driver_memory == "2g"
+    assert full.storage.lake_uri == "s3a://simrec/lake"
+
+
+def test_environment_overrides_win() -> None:
+    config = load_config("embedded", environ={"SIMREC__INGEST__SOURCE": "http://mirror/fm/", "OTHER": "x"})
+    assert config.ingest.source == "http://mirror/fm/"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SIMREC__INGEST__SOURCES": "/x"}, r"ingest.sources: Extra inputs are not permitted"),
+        ({"SIMREC__SPARK": "local"}, r"spark: Input should be a valid dictionary"),
+        ({"SIMREC__INGEST____SOURCE": "/x"}, r"empty key segment"),
+    ],
+)
+def test_bad_overrides_are_named(environ, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("embedded", environ=environ)
+
+
+def _conf(tmp_path: Path, base: str, profile: str = "{}") -> Path:
+    for name, text in (("base", base), ("smoke", profile)):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "simrec.yaml").write_text(text)
+    return tmp_path
+
+
+def test_bad_files_are_named(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"base/simrec.yaml: not valid YAML"):
+        load_config("smoke", _conf(tmp_path / "a", "storage: [", "{}"), environ={})
+    with pytest.raises(ConfigError, match=r"base/simrec.yaml: the top level must be a mapping, not list"):
+        load_config("smoke", _conf(tmp_path / "b", "- 1"), environ={})
+    with pytest.raises(ConfigError, match=r"storage: Field required"):
+        load_config("smoke", _conf(tmp_path / "c", "ingest: {source: /x}"), environ={})
+    with pytest.raises(ConfigError, match=r"unknown profile 'prod'"):
+        load_config("prod", environ={})
+    with pytest.raises(ConfigError, match=r"full/simrec.yaml: configuration file not found"):
+        load_config("full", tmp_path / "c", environ={})
