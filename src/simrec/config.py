@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from simrec import paths
 from simrec.errors import InputError
 
 PROFILES = ("smoke", "embedded", "full")
@@ -70,13 +71,6 @@ class SimrecConfig(_Section):
     ingest: IngestConfig
 
 
-def default_conf_dir() -> Path:
-    """conf/ of the checkout, unless SIMREC_CONF_DIR points elsewhere."""
-    if env := os.environ.get("SIMREC_CONF_DIR"):
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "conf"
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -127,7 +121,7 @@ def load_config(
     """The validated configuration for a profile."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    conf_dir = conf_dir or default_conf_dir()
+    conf_dir = conf_dir or paths.conf_dir()
     sources = [conf_dir / "base" / CONFIG_FILE, conf_dir / profile / CONFIG_FILE]
     data: dict[str, Any] = {}
     for path in sources:

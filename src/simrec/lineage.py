@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
-CHECKOUT = Path(__file__).resolve().parents[2]
+from simrec.paths import CHECKOUT
 
 
 def git_sha(checkout: Path = CHECKOUT) -> str:
-    """HEAD's commit, with '-dirty' when the work tree has uncommitted changes; 'unknown' outside git."""
+    """HEAD's commit, with '-dirty' when the work tree has uncommitted changes; 'unknown' outside git.
+    SIMREC_GIT_SHA wins: CI and GitOps jobs that build from a commit, not a checkout, set it."""
+    if sha := os.environ.get("SIMREC_GIT_SHA"):
+        return sha
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True

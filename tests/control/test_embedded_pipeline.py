@@ -38,10 +38,15 @@ def test_edited_component_yaml_default_changes_the_embedded_run(smoke_env, tmp_p
     yaml_path = edited / "ingest" / "component.yaml"
     text = yaml_path.read_text()
     assert "    optional: true\n    description: Folder of new items" in text
-    yaml_path.write_text(text.replace("    optional: true\n    description: Folder of new items",
-                                      f"    default: {batch}\n    description: Folder of new items"))
-    result = simrec("run", "--profile", "smoke", "--components-dir", str(edited), "--run-name", "e",
-                    env=smoke_env)
+    yaml_path.write_text(
+        text.replace(
+            "    optional: true\n    description: Folder of new items",
+            f"    default: {batch}\n    description: Folder of new items",
+        )
+    )
+    result = simrec(
+        "run", "--profile", "smoke", "--components-dir", str(edited), "--run-name", "e", env=smoke_env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert _lineage(tmp_path / "runs" / "e")["tables"]["train"]["rows"] == 207
 
@@ -57,5 +62,8 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
 def test_bad_configuration_is_one_clear_line(smoke_env) -> None:
     result = simrec("run", "--profile", "smoke", env=smoke_env | {"SIMREC__SPARK__CORES": "4"})
     assert result.returncode != 0
-    assert "invalid configuration" in result.stderr and "spark.cores: Extra inputs are not permitted" in result.stderr
+    assert (
+        "invalid configuration" in result.stderr
+        and "spark.cores: Extra inputs are not permitted" in result.stderr
+    )
     assert "Traceback" not in result.stderr

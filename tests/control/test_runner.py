@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from kfp import compiler, components, dsl
 
+from simrec import paths
 from simrec.errors import InputError
-from simrec.lineage import CHECKOUT
 from simrec.runner.embedded import EmbeddedRunner, environment_for
 from simrec.runner.ir import load_ir
 
@@ -34,7 +34,7 @@ def _compile(tmp_path: Path, components_dir: Path = HERE / "components", cache: 
 @pytest.fixture
 def runner(tmp_path: Path) -> EmbeddedRunner:
     lines: list[str] = []
-    runner = EmbeddedRunner(envs_dir=CHECKOUT / ".envs", runs_dir=tmp_path / "runs", echo=lines.append)
+    runner = EmbeddedRunner(envs_dir=paths.envs_dir(), runs_dir=tmp_path / "runs", echo=lines.append)
     runner.lines = lines  # type: ignore[attr-defined]
     return runner
 
@@ -88,12 +88,14 @@ def test_edited_component_default_changes_the_run(runner, tmp_path) -> None:
 
 def test_bad_arguments_are_refused(runner, tmp_path) -> None:
     ir = load_ir(_compile(tmp_path))
-    with pytest.raises(InputError, match="unknown pipeline parameter.*colour"):
+    with pytest.raises(InputError, match=r"unknown pipeline parameter.*colour"):
         runner.run(ir, {"colour": "red"})
 
 
 def test_missing_environment_is_named(tmp_path) -> None:
-    with pytest.raises(InputError, match=r"simrec/gpu:0.1.0: .*gpu is missing \(run scripts/setup-envs gpu\)"):
+    with pytest.raises(
+        InputError, match=r"simrec/gpu:0.1.0: .*gpu is missing \(run scripts/setup-envs gpu\)"
+    ):
         environment_for("registry.local/simrec/gpu:0.1.0", tmp_path)
 
 

@@ -24,7 +24,10 @@ def test_submit_creates_a_run_with_the_pipeline_and_git_sha(kfp_api) -> None:
     assert run["experiment_id"] == kfp_api.experiments[0]["experiment_id"]
     spec = run["pipeline_spec"]["pipeline_spec"]  # with kubernetes settings, the platform spec travels too
     assert spec["pipelineInfo"]["name"] == "simrec"
-    assert "exec-ingest" in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert (
+        "exec-ingest"
+        in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    )
     executor = spec["deploymentSpec"]["executors"]["exec-ingest"]["container"]
     assert executor["image"] == f"simrec/steps:{package.__version__}"
     parameters = run["runtime_config"]["parameters"]

@@ -2,6 +2,7 @@
 `--snake-case`, output `name` as `--name-out`."""
 
 import importlib
+import itertools
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ def _flags_and_values(args: list) -> list[tuple[str, object]]:
     pairs, flat = [], []
     for arg in args:
         flat.extend(arg["if"]["then"] if isinstance(arg, dict) and "if" in arg else [arg])
-    for flag, value in zip(flat, flat[1:], strict=False):
+    for flag, value in itertools.pairwise(flat):
         if isinstance(flag, str) and flag.startswith("--"):
             pairs.append((flag, value))
     return pairs

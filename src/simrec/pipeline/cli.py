@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +10,10 @@ from typing import Any
 
 import yaml
 
+from simrec import paths
 from simrec.config import PROFILES, SimrecConfig, load_config
 from simrec.errors import InputError
-from simrec.lineage import CHECKOUT, git_sha
+from simrec.lineage import git_sha
 from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
 
 
@@ -65,7 +65,7 @@ def run_main(argv: list[str] | None = None) -> None:
     runs_dir = Path(config.storage.runs_dir)
     package = compile_pipeline(config, runs_dir / run_name / "pipeline.yaml", args.components_dir)
     runner = EmbeddedRunner(
-        envs_dir=Path(os.environ.get("SIMREC_ENVS_DIR", CHECKOUT / ".envs")),
+        envs_dir=paths.envs_dir(),
         runs_dir=runs_dir,
         step_env={
             "MLFLOW_DISABLE_TELEMETRY": "true",

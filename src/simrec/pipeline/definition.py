@@ -12,6 +12,7 @@ from typing import Any
 
 from kfp import compiler, components, dsl, kubernetes
 
+from simrec import paths
 from simrec.config import SimrecConfig
 from simrec.errors import InputError
 
@@ -25,10 +26,6 @@ OBJECT_STORE_KEYS = {
 }
 
 
-def default_components_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "components"
-
-
 def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask]:
     path = components_dir / name / "component.yaml"
     try:
@@ -40,7 +37,7 @@ def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask
 
 
 def build_pipeline(components_dir: Path | None = None) -> Callable[..., Any]:
-    components_dir = components_dir or default_components_dir()
+    components_dir = components_dir or paths.components_dir()
     ingest_op = load_step("ingest", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")

@@ -1,0 +1,25 @@
+"""Where simrec finds its checkout's folders; each can be moved with an environment variable (images do)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _folder(variable: str, default: str) -> Path:
+    return Path(os.environ.get(variable) or CHECKOUT / default)
+
+
+def conf_dir() -> Path:
+    return _folder("SIMREC_CONF_DIR", "conf")
+
+
+def components_dir() -> Path:
+    return _folder("SIMREC_COMPONENTS_DIR", "components")
+
+
+def envs_dir() -> Path:
+    """The local environments standing for the images in embedded runs."""
+    return _folder("SIMREC_ENVS_DIR", ".envs")
