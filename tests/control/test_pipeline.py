@@ -75,3 +75,10 @@ def test_broken_component_yaml_is_reported(tmp_path) -> None:
     result = simrec("compile", "--components-dir", str(broken), "--output", str(tmp_path / "ir.yaml"))
     assert result.returncode != 0
     assert f"{broken / 'ingest' / 'component.yaml'}: not a valid component" in result.stderr
+
+
+def test_committed_ir_matches_the_sources(tmp_path) -> None:
+    """pipelines/simrec.yaml is what the KFP UI uploads: it must be recompiled when components or conf change."""
+    fresh = compile_pipeline(load_config("full"), tmp_path / "fresh.yaml").read_text()
+    committed = CHECKOUT / "pipelines" / "simrec.yaml"
+    assert committed.read_text() == fresh, "pipelines/simrec.yaml is stale: run `simrec compile`"

@@ -43,7 +43,7 @@ def compile_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="simrec compile", description="Write the pipeline IR YAML.")
     parser.add_argument("--profile", choices=PROFILES, default="full")
     parser.add_argument("--components-dir", type=Path)
-    parser.add_argument("--output", type=Path, default=Path("build/simrec-pipeline.yaml"))
+    parser.add_argument("--output", type=Path, default=paths.CHECKOUT / "pipelines" / "simrec.yaml")
     args = parser.parse_args(argv)
     path = compile_pipeline(load_config(args.profile), args.output, args.components_dir)
     print(f"compiled {PIPELINE_NAME} ({args.profile} profile) to {path}")
