@@ -6,6 +6,7 @@ in ~/.ivy2 (SIMREC_IVY_DIR overrides); cluster images resolve them at build time
 from __future__ import annotations
 
 import os
+import sys
 
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
@@ -13,6 +14,9 @@ from pyspark.sql import SparkSession
 
 def get_spark(app_name: str = "simrec") -> SparkSession:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must run this environment's interpreter (TensorFlow, Horovod), not whatever
+    # `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.appName(app_name)
         .master(os.environ.get("SIMREC_SPARK_MASTER", "local[*]"))

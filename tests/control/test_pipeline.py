@@ -78,7 +78,7 @@ def test_broken_component_yaml_is_reported(tmp_path) -> None:
 
 
 def test_committed_ir_matches_the_sources(tmp_path) -> None:
-    """pipelines/simrec.yaml is what the KFP UI uploads: it must be recompiled when components or conf change."""
+    """pipelines/simrec.yaml is what the KFP UI uploads: recompile it when components/ or conf/ change."""
     fresh = compile_pipeline(load_config("full"), tmp_path / "fresh.yaml").read_text()
     committed = CHECKOUT / "pipelines" / "simrec.yaml"
     assert committed.read_text() == fresh, "pipelines/simrec.yaml is stale: run `simrec compile`"

@@ -1,0 +1,196 @@
+"""Train step: the metric-learning model with Horovod data parallelism on the Spark session, input
+streamed from the exact Delta table version in the ingest lineage through Petastorm, tracked in MLflow.
+
+Checkpoints every epoch; --resume continues from the last one (same MLflow run, continuous curves)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from pyspark.sql import SparkSession
+
+from simrec.errors import InputError
+from simrec.files import write_json_atomic
+from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.train.data import Arrays, petastorm_source, read_table, split
+from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
+from simrec.train.params import TrainParams
+
+log = logging.getLogger(__name__)
+MLFLOW_RUN_FILE = "mlflow_run.json"
+SUMMARY_FILE = "training.json"
+
+
+def read_lineage(path: Path) -> dict[str, Any]:
+    try:
+        lineage = json.loads(path.read_text())
+        lineage["tables"]["train"]["uri"], lineage["tables"]["train"]["version"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: not an ingest lineage file ({exc.__class__.__name__}: {exc})") from exc
+    return lineage
+
+
+def _url(location: Path | str) -> str:
+    return str(location) if "://" in str(location) else f"file://{Path(location).resolve()}"
+
+
+def train(
+    spark: SparkSession,
+    lineage: dict[str, Any],
+    params: TrainParams,
+    model_dir: Path,
+    checkpoint_dir: Path,
+    *,
+    workers: int = 1,
+    validation_fraction: float = 0.1,
+    resume: bool = False,
+    experiment: str = DEFAULT_EXPERIMENT,
+    git_sha: str = "unknown",
+) -> dict[str, Any]:
+    """Trains with `workers` Horovod ranks and returns the training summary (also written to model_dir)."""
+    import horovod.spark
+    from petastorm.spark import SparkDatasetConverter
+
+    if not 0.0 < validation_fraction < 1.0:
+        raise InputError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    started = time.perf_counter()
+    table = lineage["tables"]["train"]
+    train_frame, validation_frame = split(read_table(spark, table), validation_fraction)
+    validation = Arrays.collect(validation_frame)
+    train_rows = train_frame.count()
+    steps_per_epoch = train_rows // (params.batch_size * workers)
+    if steps_per_epoch == 0 or len(validation) < 2:
+        raise InputError(
+            f"too little data: {train_rows} training and {len(validation)} validation rows for batch size "
+            f"{params.batch_size} x {workers} workers"
+        )
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _url(checkpoint_dir / "petastorm"))
+    source, converter = petastorm_source(train_frame, 4 * workers, params.batch_size, params.seed)
+
+    run_file = checkpoint_dir / MLFLOW_RUN_FILE
+    resumed_run = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
+    with start_run(experiment, run_id=resumed_run, run_name=None if resumed_run else "train") as run:
+        write_json_atomic(run_file, {"run_id": run.info.run_id})
+        if not resumed_run:
+            mlflow.log_params(
+                params.model_dump() | {"workers": workers, "validation_fraction": validation_fraction}
+            )
+            mlflow.set_tags(lineage_tags(lineage, git_sha) | {"simrec.step": "train"})
+        log.info(
+            "training on %d rows (%d steps/epoch x %d workers), validating on %d rows of %s@v%s",
+            train_rows,
+            steps_per_epoch,
+            workers,
+            len(validation),
+            table["uri"],
+            table["version"],
+        )
+        job = TrainJob(
+            params=params,
+            source=source,
+            steps_per_epoch=steps_per_epoch,
+            validation=validation,
+            checkpoint_dir=str(checkpoint_dir),
+            model_dir=str(model_dir),
+            resume=resume,
+            mlflow_run_id=run.info.run_id,
+            threads=max(1, (os.cpu_count() or 1) // workers),
+            # Spark's Python workers keep the environment the session started with, so the store is
+            # passed explicitly.
+            env={"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
+        )
+        try:
+            results = horovod.spark.run(
+                run_training, args=(job, True), num_proc=workers, use_gloo=True, verbose=1
+            )
+        finally:
+            converter.delete()
+        history = results[0]
+        mlflow.log_artifact(str(model_dir / EMBEDDING_MODEL_FILE), artifact_path="model")
+        summary = {
+            "mlflow_run_id": run.info.run_id,
+            "params": params.model_dump(),
+            "workers": workers,
+            "train_rows": train_rows,
+            "validation_rows": len(validation),
+            "table": table,
+            "history": history,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+        mlflow.log_metric("wall_seconds", summary["wall_seconds"])
+    write_json_atomic(model_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simrec train", description=__doc__.splitlines()[0])
+    parser.add_argument("--lineage", type=Path, required=True, help="ingest's lineage JSON")
+    parser.add_argument("--best-params", type=Path, help="JSON of hyperparameters (tune's output) that win")
+    hyper = parser.add_argument_group("hyperparameters (default: TrainParams)")
+    for name, spec in TrainParams.model_fields.items():
+        kind = (
+            _bool
+            if spec.annotation is bool
+            else (spec.annotation if spec.annotation in (int, float) else str)
+        )
+        hyper.add_argument(_flag(name), type=kind, help=f"default {spec.default}")
+    parser.add_argument("--workers", type=int, default=1, help="Horovod ranks")
+    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--checkpoint-dir", type=Path, required=True)
+    parser.add_argument("--resume", type=_bool, default=False, help="continue from the last checkpoint")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
+    parser.add_argument("--git-sha", default="unknown")
+    parser.add_argument("--model-out", type=Path, required=True, help="folder for the embedding model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    values = {
+        name: getattr(args, name) for name in TrainParams.model_fields if getattr(args, name) is not None
+    }
+    if args.best_params:
+        values |= TrainParams.from_file(args.best_params).model_dump(exclude_unset=True)
+    params = TrainParams.parse(values)
+    from simrec.spark import get_spark
+
+    summary = train(
+        get_spark("simrec-train"),
+        read_lineage(args.lineage),
+        params,
+        args.model_out,
+        args.checkpoint_dir,
+        workers=args.workers,
+        validation_fraction=args.validation_fraction,
+        resume=args.resume,
+        experiment=args.experiment,
+        git_sha=args.git_sha,
+    )
+    last = summary["history"][-1]
+    print(
+        f"trained {len(summary['history'])} epochs: val recall@1 {last['val_recall_at_1']:.4f}, "
+        f"MLflow run {summary['mlflow_run_id']}, model in {args.model_out}"
+    )

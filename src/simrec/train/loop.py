@@ -1,0 +1,206 @@
+"""The training loop every Horovod rank (or a single tuning process) runs.
+
+Gradients are averaged with horovod's DistributedGradientTape (the API that averages under every Keras
+version; tests/steps/test_train_sync.py proves it), the learning rate is scaled by the world size, the
+initial state is broadcast from rank 0, and only rank 0 validates, logs and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from simrec.files import write_json_atomic
+from simrec.train.data import Arrays, ShardSource, training_batches
+from simrec.train.losses import cosine_softmax_loss, multi_similarity_loss
+from simrec.train.model import CosineSoftmax, build_embedding_model
+from simrec.train.params import TrainParams
+
+NUM_CLASSES = 10
+HISTORY_FILE = "history.json"
+EMBEDDING_MODEL_FILE = "embedding.keras"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    params: TrainParams
+    source: ShardSource
+    steps_per_epoch: int
+    validation: Arrays
+    checkpoint_dir: str
+    model_dir: str
+    resume: bool = False
+    mlflow_run_id: str | None = None
+    threads: int = 0  # intra-op threads per process; 0 lets TensorFlow choose
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def build_training_model(params: TrainParams) -> tuple[tf.keras.Model, tf.keras.Model]:
+    """(embedding model, training model: images -> [embedding, logits])."""
+    embedder = build_embedding_model(params.architecture, params.embedding_dim, params.dropout)
+    logits = CosineSoftmax(NUM_CLASSES, params.softmax_scale, name="cosine_softmax")(embedder.output)
+    return embedder, tf.keras.Model(embedder.input, [embedder.output, logits])
+
+
+def training_loss(
+    params: TrainParams, labels: tf.Tensor, embeddings: tf.Tensor, logits: tf.Tensor
+) -> tf.Tensor:
+    loss = tf.constant(0.0)
+    if params.loss in ("ms", "ms+softmax"):
+        loss += multi_similarity_loss(
+            labels, embeddings, params.ms_alpha, params.ms_beta, params.ms_lambda, params.ms_epsilon
+        )
+    if params.loss in ("softmax", "ms+softmax"):
+        loss += cosine_softmax_loss(labels, logits)
+    return loss
+
+
+def trained_variables(model: tf.keras.Model, params: TrainParams) -> list[tf.Variable]:
+    """The head has no gradient under the multi-similarity loss alone, so it is left out then."""
+    if params.loss == "ms":
+        return [v for v in model.trainable_variables if "cosine_softmax" not in v.name]
+    return list(model.trainable_variables)
+
+
+def make_train_step(
+    model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, params: TrainParams, distributed: bool
+) -> Any:
+    variables = trained_variables(model, params)
+
+    @tf.function
+    def train_step(images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            embeddings, logits = model(images, training=True)
+            loss = training_loss(params, labels, embeddings, logits)
+        if distributed:
+            import horovod.tensorflow as hvd
+
+            tape = hvd.DistributedGradientTape(tape)
+        gradients = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        return loss
+
+    return train_step
+
+
+def embed(embedder: tf.keras.Model, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    return np.concatenate(
+        [
+            embedder(images[i : i + batch_size], training=False).numpy()
+            for i in range(0, len(images), batch_size)
+        ]
+    )
+
+
+def leave_one_out_recall_at_1(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """Share of items whose nearest other item (cosine) has the same label."""
+    similarity = embeddings @ embeddings.T
+    np.fill_diagonal(similarity, -np.inf)
+    return float(np.mean(labels[similarity.argmax(axis=1)] == labels))
+
+
+def _rank_and_size(distributed: bool) -> tuple[int, int]:
+    if not distributed:
+        return 0, 1
+    import horovod.tensorflow as hvd
+
+    hvd.init()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:  # one GPU per rank, by local rank
+        tf.config.set_visible_devices(gpus[hvd.local_rank()], "GPU")
+        tf.config.experimental.set_memory_growth(gpus[hvd.local_rank()], True)
+    return hvd.rank(), hvd.size()
+
+
+def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | None:
+    """Trains; on rank 0 returns the per-epoch history (including epochs of a resumed run)."""
+    os.environ.update(job.env)
+    if job.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(job.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(job.threads)
+    rank, size = _rank_and_size(distributed)
+    params = job.params
+    tf.keras.utils.set_random_seed(params.seed + rank)
+    embedder, model = build_training_model(params)
+    optimizer = tf.keras.optimizers.Adam(params.learning_rate * size)
+    optimizer.build(trained_variables(model, params))
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
+    history: list[dict[str, float]] = []
+    if job.resume and manager.latest_checkpoint and rank == 0:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        history_path = Path(job.checkpoint_dir) / HISTORY_FILE
+        history = json.loads(history_path.read_text())[: int(epoch.numpy())]
+    if distributed:
+        import horovod.tensorflow as hvd
+
+        hvd.broadcast_variables(model.variables + optimizer.variables + [epoch], root_rank=0)
+    train_step = make_train_step(model, optimizer, params, distributed)
+    validation_images = job.validation.pixels() if rank == 0 else None
+    logger = _MlflowLogger(job.mlflow_run_id) if rank == 0 else None
+
+    with job.source(rank, size) as shard:
+        batches = iter(training_batches(shard, params.augment, params.seed + rank))
+        for current in range(int(epoch.numpy()), params.epochs):
+            started = time.perf_counter()
+            losses = [float(train_step(*next(batches))) for _ in range(job.steps_per_epoch)]
+            seconds = time.perf_counter() - started
+            mean_loss = float(np.mean(losses))
+            if distributed:
+                import horovod.tensorflow as hvd
+
+                mean_loss = float(hvd.allreduce(tf.constant(mean_loss), op=hvd.Average))
+            epoch.assign(current + 1)
+            if rank != 0:
+                continue
+            record = {
+                "epoch": current + 1,
+                "train_loss": mean_loss,
+                "val_recall_at_1": leave_one_out_recall_at_1(
+                    embed(embedder, validation_images), job.validation.labels
+                ),
+                "images_per_sec_per_worker": job.steps_per_epoch * params.batch_size / seconds,
+                "epoch_seconds": seconds,
+            }
+            history.append(record)
+            manager.save(checkpoint_number=current + 1)
+            write_json_atomic(Path(job.checkpoint_dir) / HISTORY_FILE, history)
+            if logger:
+                logger.log(record)
+            print(
+                f"epoch {current + 1}/{params.epochs}: loss {mean_loss:.4f}, "
+                f"val recall@1 {record['val_recall_at_1']:.4f}, "
+                f"{record['images_per_sec_per_worker']:.0f} img/s per worker",
+                flush=True,
+            )
+    if rank != 0:
+        return None
+    Path(job.model_dir).mkdir(parents=True, exist_ok=True)
+    embedder.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
+    return history
+
+
+class _MlflowLogger:
+    """Per-epoch metrics to the step's MLflow run while training runs (rank 0 only)."""
+
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        if run_id:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient()
+
+    def log(self, record: dict[str, float]) -> None:
+        if not self.run_id:
+            return
+        step = int(record["epoch"])
+        for key, value in record.items():
+            if key != "epoch":
+                self.client.log_metric(self.run_id, key, value, step=step)
