@@ -39,11 +39,15 @@ class StorageConfig(_Section):
     lake_uri: str = Field(description="Root of the Delta tables (a folder, or s3a:// on a cluster)")
     mlflow_tracking_uri: str = Field(description="MLflow tracking store")
     runs_dir: str = Field(description="Where the embedded runner keeps run folders")
+    checkpoint_root: str = Field(description="Persistent root for training checkpoints, one folder per run")
+    mlflow_artifact_root: str | None = Field(
+        None, description="Artifact location of new MLflow experiments; unset: the tracking server decides"
+    )
 
-    @field_validator("lake_uri", "mlflow_tracking_uri", "runs_dir")
+    @field_validator("lake_uri", "mlflow_tracking_uri", "runs_dir", "checkpoint_root", "mlflow_artifact_root")
     @classmethod
-    def _resolve(cls, location: str) -> str:
-        return _absolute(location)
+    def _resolve(cls, location: str | None) -> str | None:
+        return None if location is None else _absolute(location)
 
 
 class SparkConfig(_Section):
@@ -64,11 +68,24 @@ class IngestConfig(_Section):
         return _absolute(location)
 
 
+class TrainConfig(_Section):
+    """What differs between profiles; every other hyperparameter is a default in components/train."""
+
+    workers: int = Field(1, ge=1, description="Horovod ranks (one GPU each when accelerator is set)")
+    epochs: int = Field(10, ge=1)
+    architecture: Literal["seed", "strong"] = "strong"
+    batch_size: int = Field(128, ge=4)
+    accelerator: str | None = Field(
+        None, description="Kubernetes GPU resource for training, e.g. nvidia.com/gpu"
+    )
+
+
 class SimrecConfig(_Section):
     profile: Literal["smoke", "embedded", "full"]
     storage: StorageConfig
     spark: SparkConfig = SparkConfig()
     ingest: IngestConfig
+    train: TrainConfig = TrainConfig()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,18 +1,36 @@
-"""The one place simrec talks to MLflow: experiment selection and run tagging conventions."""
+"""The one place simrec talks to MLflow: experiment selection and run tagging conventions.
+
+MLflow is imported inside the functions: the control environment (no MLflow) shares the constants."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
+if TYPE_CHECKING:
+    import mlflow
 
 DEFAULT_EXPERIMENT = "simrec"
 
 
+ARTIFACT_ROOT_ENV = "SIMREC_MLFLOW_ARTIFACT_ROOT"
+
+
 def start_run(experiment: str, run_id: str | None = None, **kwargs: Any) -> mlflow.ActiveRun:
-    """Starts (or, with run_id, resumes) a run in the experiment, in the store MLFLOW_TRACKING_URI names."""
+    """Starts (or, with run_id, resumes) a run in the experiment, in the store MLFLOW_TRACKING_URI names.
+
+    A new experiment keeps its artifacts under SIMREC_MLFLOW_ARTIFACT_ROOT when that is set; otherwise
+    the tracking server decides (a local store would use ./mlruns of whatever directory a step ran in)."""
+    import mlflow
+
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    root = os.environ.get(ARTIFACT_ROOT_ENV)
+    if root and mlflow.get_experiment_by_name(experiment) is None:
+        try:
+            mlflow.create_experiment(experiment, artifact_location=root)
+        except mlflow.exceptions.MlflowException:
+            if mlflow.get_experiment_by_name(experiment) is None:  # not a concurrent creation
+                raise
     mlflow.set_experiment(experiment)
     return mlflow.start_run(run_id=run_id, **kwargs)
 

@@ -13,7 +13,9 @@ def smoke_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "SIMREC__INGEST__SOURCE": str(source),
         "SIMREC__STORAGE__LAKE_URI": str(tmp_path / "lake"),
         "SIMREC__STORAGE__RUNS_DIR": str(tmp_path / "runs"),
+        "SIMREC__STORAGE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
         "SIMREC__STORAGE__MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "SIMREC__STORAGE__MLFLOW_ARTIFACT_ROOT": str(tmp_path / "mlflow-artifacts"),
     }
     for name, value in overrides.items():
         monkeypatch.setenv(name, value)

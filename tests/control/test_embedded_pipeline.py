@@ -12,10 +12,17 @@ def _lineage(run_dir: Path) -> dict:
     return json.loads((run_dir / "ingest" / "lineage").read_text())
 
 
-def test_run_writes_tables_and_a_second_run_changes_nothing(smoke_env, tmp_path) -> None:
+def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) -> None:
     first = simrec("run", "--profile", "smoke", "--run-name", "one", env=smoke_env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "ingest       succeeded" in first.stdout
+    assert "train        succeeded" in first.stdout
+    model_dir = tmp_path / "runs" / "one" / "train" / "model"
+    summary = json.loads((model_dir / "training.json").read_text())
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]  # the smoke profile's epochs
+    assert summary["table"]["version"] == 0
+    assert (model_dir / "embedding.keras").exists()
+    assert (tmp_path / "checkpoints" / "one" / "history.json").exists()
     assert f"run folder: {tmp_path / 'runs' / 'one'}" in first.stdout
     lineage = _lineage(tmp_path / "runs" / "one")
     assert {t: (s["version"], s["rows"]) for t, s in lineage["tables"].items()} == {
@@ -27,6 +34,8 @@ def test_run_writes_tables_and_a_second_run_changes_nothing(smoke_env, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     assert _lineage(tmp_path / "runs" / "two") == lineage  # same versions: nothing was rewritten
     assert not (tmp_path / "lake" / "train" / "_delta_log" / "00000000000000000001.json").exists()
+    assert "train        cached" in second.stdout
+    assert not (tmp_path / "runs" / "two" / "train").exists()
 
 
 def test_edited_component_yaml_default_changes_the_embedded_run(smoke_env, tmp_path) -> None:
@@ -49,6 +58,8 @@ def test_edited_component_yaml_default_changes_the_embedded_run(smoke_env, tmp_p
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert _lineage(tmp_path / "runs" / "e")["tables"]["train"]["rows"] == 207
+    training = json.loads((tmp_path / "runs" / "e" / "train" / "model" / "training.json").read_text())
+    assert training["train_rows"] + training["validation_rows"] == 207
 
 
 def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
@@ -56,6 +67,7 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
     result = simrec("run", "--profile", "smoke", "--run-name", "bad", env=env)
     assert result.returncode == 1
     assert "ingest       failed" in result.stdout
+    assert "train        skipped" in result.stdout
     assert "train-images-idx3-ubyte.gz: file not found" in result.stdout
 
 

@@ -58,8 +58,34 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert parameters["lake_uri"]["defaultValue"] == config.storage.lake_uri == "s3a://simrec/lake"
     assert parameters["source"]["defaultValue"] == config.ingest.source
     assert spec["root"]["dag"]["tasks"]["ingest"]["cachingOptions"] == {}  # caching off: ingest always runs
-    ingest_platform = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest"]
-    assert ingest_platform["secretAsEnv"][0]["secretName"] == "simrec-object-store"
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert kubernetes["exec-ingest"]["secretAsEnv"][0]["secretName"] == "simrec-object-store"
+
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert train["image"] == f"simrec/steps:{package.__version__}"
+    assert {"name": "MLFLOW_TRACKING_URI", "value": config.storage.mlflow_tracking_uri} in train["env"]
+    assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert (
+        train["resources"]["accelerator"]["resourceCount"]
+        == "{{$.inputs.parameters['pipelinechannel--workers']}}"
+    )
+    assert kubernetes["exec-train"]["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert {s["secretName"] for s in kubernetes["exec-train"]["secretAsEnv"]} == {
+        "simrec-object-store",
+        "simrec-mlflow",
+    }
+    train_task = spec["root"]["dag"]["tasks"]["train"]
+    assert train_task["cachingOptions"] == {"enableCache": True}
+    assert train_task["retryPolicy"]["maxRetryCount"] == 2
+    assert train_task["inputs"]["artifacts"]["lineage"]["taskOutputArtifact"]["producerTask"] == "ingest"
+    assert parameters["workers"]["defaultValue"] == config.train.workers == 4
+
+
+def test_embedded_profile_has_no_gpu_settings(tmp_path) -> None:
+    spec, _ = yaml.safe_load_all(compile_pipeline(load_config("embedded"), tmp_path / "p.yaml").read_text())
+    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]
 
 
 def test_compile_command_writes_the_ir(tmp_path) -> None:

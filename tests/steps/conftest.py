@@ -17,3 +17,30 @@ def spark():
 def dataset(tmp_path: Path) -> Path:
     """Four small IDX files and their checksums.json."""
     return write_dataset(tmp_path / "fmnist")
+
+
+@pytest.fixture(scope="session")
+def lineage_file(spark, tmp_path_factory) -> Path:
+    """A small catalogue ingested once for the training tests, and its lineage file."""
+    import json
+
+    from simrec.steps.ingest import ingest
+
+    root = tmp_path_factory.mktemp("train-data")
+    source = write_dataset(root / "src", train=600, test=100)
+    lineage = ingest(spark, str(source), str(root / "lake"), checksums="none")
+    path = root / "lineage.json"
+    path.write_text(json.dumps(lineage))
+    return path
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> str:
+    """A fresh MLflow store for the test (also for the processes it starts)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SIMREC_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlflow-artifacts"))
+    mlflow.set_tracking_uri(uri)
+    return uri

@@ -1,39 +1,17 @@
 """The train step on small generated data: Horovod on the local Spark session, Petastorm input, MLflow."""
 
-import json
-from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
-from datagen import write_dataset
 
 from simrec.errors import InputError
-from simrec.steps.ingest import ingest
 from simrec.steps.train import read_lineage, train
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 from simrec.train.params import TrainParams
 
 SMOKE = TrainParams(architecture="seed", embedding_dim=16, batch_size=32, epochs=2, learning_rate=3e-3)
-
-
-@pytest.fixture(scope="module")
-def lineage_file(spark, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("train-data")
-    source = write_dataset(root / "src", train=600, test=100)
-    lineage = ingest(spark, str(source), str(root / "lake"), checksums="none")
-    path = root / "lineage.json"
-    path.write_text(json.dumps(lineage))
-    return path
-
-
-@pytest.fixture
-def tracking(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    return uri
 
 
 def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) -> None:

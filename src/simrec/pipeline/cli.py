@@ -67,13 +67,8 @@ def run_main(argv: list[str] | None = None) -> None:
     runner = EmbeddedRunner(
         envs_dir=paths.envs_dir(),
         runs_dir=runs_dir,
-        step_env={
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "SPARK_LOCAL_IP": "127.0.0.1",
-            "MLFLOW_TRACKING_URI": config.storage.mlflow_tracking_uri,
-            "SIMREC_SPARK_MASTER": config.spark.master,
-            "SIMREC_SPARK_DRIVER_MEMORY": config.spark.driver_memory,
-        },
+        # What embedded runs add to each task's environment (the IR carries the rest).
+        step_env={"MLFLOW_DISABLE_TELEMETRY": "true", "SPARK_LOCAL_IP": "127.0.0.1"},
     )
     print(f"simrec run {run_name}: profile {args.profile}, pipeline {package}")
     summary = runner.run(load_ir(package), arguments, run_name=run_name)

@@ -1,11 +1,10 @@
 """The simrec pipeline: component YAML under components/ wired into one KFP v2 DAG, and its compilation.
 
 The YAML files are the contract: images, commands, inputs and their defaults live there, so editing a
-component needs no Python change. The pipeline only wires outputs to inputs and passes the run's
-parameters (their defaults come from the configuration profile at compile time)."""
+component needs no Python change. The pipeline only wires outputs to inputs, passes the run's parameters
+(their defaults come from the configuration profile at compile time) and adds platform settings."""
 
 # No "from __future__ import annotations": KFP reads the pipeline function's annotations as types.
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,15 @@ from kfp import compiler, components, dsl, kubernetes
 from simrec import paths
 from simrec.config import SimrecConfig
 from simrec.errors import InputError
+from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
 
 PIPELINE_NAME = "simrec"
-STEPS = ("ingest",)
+STEPS = ("ingest", "train")
 # Kubernetes Secrets the cluster provides (charts/); embedded runs ignore platform settings.
 OBJECT_STORE_SECRET = "simrec-object-store"
-OBJECT_STORE_KEYS = {
-    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-}
+OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+MLFLOW_SECRET = "simrec-mlflow"
+MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
 
 
 def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask]:
@@ -36,18 +35,61 @@ def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask
         raise InputError(f"{path}: not a valid component: {exc}") from exc
 
 
-def build_pipeline(components_dir: Path | None = None) -> Callable[..., Any]:
+def _spark_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
+    task.set_env_variable("SIMREC_SPARK_MASTER", config.spark.master)
+    task.set_env_variable("SIMREC_SPARK_DRIVER_MEMORY", config.spark.driver_memory)
+    kubernetes.use_secret_as_env(task, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
+
+
+def _mlflow_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
+    task.set_env_variable("MLFLOW_TRACKING_URI", config.storage.mlflow_tracking_uri)
+    if config.storage.mlflow_artifact_root:
+        task.set_env_variable(ARTIFACT_ROOT_ENV, config.storage.mlflow_artifact_root)
+    kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_KEYS)
+
+
+def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> Callable[..., Any]:
     components_dir = components_dir or paths.components_dir()
     ingest_op = load_step("ingest", components_dir)
+    train_op = load_step("train", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
-    def simrec_pipeline(lake_uri: str, source: str, checksums: str, git_sha: str = "unknown") -> None:
+    def simrec_pipeline(
+        lake_uri: str,
+        source: str,
+        checksums: str,
+        checkpoint_root: str,
+        workers: int,
+        epochs: int,
+        architecture: str,
+        batch_size: int,
+        git_sha: str = "unknown",
+    ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
         ingest = ingest_op(source=source, lake_uri=lake_uri, checksums=checksums)
         # Ingest is where changes in the source are noticed, so it always runs; it is idempotent and
         # its lineage output only changes when a table does, which lets later steps hit the cache.
         ingest.set_caching_options(False)
-        kubernetes.use_secret_as_env(ingest, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
+        _spark_env(ingest, config)
+
+        train = train_op(
+            lineage=ingest.outputs["lineage"],
+            workers=workers,
+            epochs=epochs,
+            architecture=architecture,
+            batch_size=batch_size,
+            checkpoint_dir=f"{checkpoint_root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
+            git_sha=git_sha,
+        )
+        _spark_env(train, config)
+        _mlflow_env(train, config)
+        train.set_retry(2)  # a retried task resumes from its checkpoints
+        if config.train.accelerator:
+            train.set_accelerator_type(config.train.accelerator)
+            train.set_accelerator_limit(workers)  # one GPU per Horovod rank
+            kubernetes.add_toleration(
+                train, key=config.train.accelerator, operator="Exists", effect="NoSchedule"
+            )
 
     return simrec_pipeline
 
@@ -58,6 +100,11 @@ def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
         "lake_uri": config.storage.lake_uri,
         "source": config.ingest.source,
         "checksums": config.ingest.checksums,
+        "checkpoint_root": config.storage.checkpoint_root,
+        "workers": config.train.workers,
+        "epochs": config.train.epochs,
+        "architecture": config.train.architecture,
+        "batch_size": config.train.batch_size,
     }
 
 
@@ -65,7 +112,7 @@ def compile_pipeline(config: SimrecConfig, package_path: Path, components_dir: P
     """Writes the pipeline IR YAML (what the KFP UI uploads) with the profile's parameter defaults."""
     package_path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(
-        build_pipeline(components_dir),
+        build_pipeline(config, components_dir),
         str(package_path),
         pipeline_parameters=pipeline_arguments(config),
     )

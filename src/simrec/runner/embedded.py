@@ -205,7 +205,8 @@ class EmbeddedRunner:
         try:
             env_dir = environment_for(task.container["image"], self.envs_dir)
             self.echo(f"{prefix}: running in {env_dir.name} environment: {' '.join(command)}")
-            self._execute(command, env_dir, task_root / "log.txt", task.name)
+            container_env = {item["name"]: item["value"] for item in task.container.get("env", [])}
+            self._execute(command, env_dir, container_env, task_root / "log.txt", task.name)
             record.artifacts, record.parameters = self._collect_outputs(executor_input, task)
             record.status = "succeeded"
         except (TaskFailed, InputError) as exc:
@@ -219,8 +220,10 @@ class EmbeddedRunner:
             self.echo(f"{prefix}: FAILED after {record.seconds:.1f} s: {record.error}")
         return record
 
-    def _execute(self, command: list[str], env_dir: Path, log_path: Path, label: str) -> None:
-        env = dict(os.environ) | self.step_env
+    def _execute(
+        self, command: list[str], env_dir: Path, container_env: dict[str, str], log_path: Path, label: str
+    ) -> None:
+        env = dict(os.environ) | container_env | self.step_env
         env["VIRTUAL_ENV"] = str(env_dir)
         env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("PYTHONHOME", None)

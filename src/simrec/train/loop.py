@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from simrec.files import write_json_atomic
+from simrec.retrieval import recall_at_k, top_k
 from simrec.train.data import Arrays, ShardSource, training_batches
 from simrec.train.losses import cosine_softmax_loss, multi_similarity_loss
 from simrec.train.model import CosineSoftmax, build_embedding_model
@@ -98,11 +100,10 @@ def embed(embedder: tf.keras.Model, images: np.ndarray, batch_size: int = 1024) 
     )
 
 
-def leave_one_out_recall_at_1(embeddings: np.ndarray, labels: np.ndarray) -> float:
-    """Share of items whose nearest other item (cosine) has the same label."""
-    similarity = embeddings @ embeddings.T
-    np.fill_diagonal(similarity, -np.inf)
-    return float(np.mean(labels[similarity.argmax(axis=1)] == labels))
+def _leave_one_out_recall_at_1(embedder: tf.keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
+    """Share of validation items whose nearest other validation item (cosine) has the same label."""
+    embeddings = embed(embedder, images)
+    return recall_at_k(top_k(embeddings, embeddings, 1, exclude_self=True), labels, labels, 1)
 
 
 def _rank_and_size(distributed: bool) -> tuple[int, int]:
@@ -121,6 +122,8 @@ def _rank_and_size(distributed: bool) -> tuple[int, int]:
 def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | None:
     """Trains; on rank 0 returns the per-epoch history (including epochs of a resumed run)."""
     os.environ.update(job.env)
+    # petastorm 0.13 on pyarrow 14 warns about deprecated pyarrow APIs on every read
+    warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
     if job.threads:
         tf.config.threading.set_intra_op_parallelism_threads(job.threads)
         tf.config.threading.set_inter_op_parallelism_threads(job.threads)
@@ -163,8 +166,8 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
             record = {
                 "epoch": current + 1,
                 "train_loss": mean_loss,
-                "val_recall_at_1": leave_one_out_recall_at_1(
-                    embed(embedder, validation_images), job.validation.labels
+                "val_recall_at_1": _leave_one_out_recall_at_1(
+                    embedder, validation_images, job.validation.labels
                 ),
                 "images_per_sec_per_worker": job.steps_per_epoch * params.batch_size / seconds,
                 "epoch_seconds": seconds,
