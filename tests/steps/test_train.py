@@ -1,6 +1,5 @@
 """The train step on small generated data: Horovod on the local Spark session, Petastorm input, MLflow."""
 
-
 import mlflow
 import numpy as np
 import pytest
