@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "compile": ("simrec.pipeline.cli:compile_main", "write the pipeline IR YAML for the KFP UI"),
     "submit": ("simrec.pipeline.cli:submit_main", "start the pipeline on a Kubeflow Pipelines endpoint"),
     "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
+    "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
 }
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec import paths
 from simrec.errors import InputError
+from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
 CONFIG_FILE = "simrec.yaml"
@@ -80,12 +81,26 @@ class TrainConfig(_Section):
     )
 
 
+class TuneConfig(_Section):
+    max_evals: int = Field(4, ge=1)
+    parallelism: int = Field(0, ge=0, description="concurrent trials; 0: the Spark session's task slots")
+    trial_epochs: int = Field(1, ge=1)
+    data_fraction: float = Field(0.2, gt=0.0, le=1.0)
+    space: dict[str, Any] = Field(description="hyperparameter -> distribution; see simrec.tune.space")
+
+    @field_validator("space")
+    @classmethod
+    def _valid_space(cls, space: dict[str, Any]) -> dict[str, Any]:
+        return space_json(parse_space(space, "tune.space"))
+
+
 class SimrecConfig(_Section):
     profile: Literal["smoke", "embedded", "full"]
     storage: StorageConfig
     spark: SparkConfig = SparkConfig()
     ingest: IngestConfig
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

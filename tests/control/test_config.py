@@ -26,6 +26,14 @@ def test_environment_overrides_win() -> None:
         ({"SIMREC__INGEST__SOURCES": "/x"}, r"ingest.sources: Extra inputs are not permitted"),
         ({"SIMREC__SPARK": "local"}, r"spark: Input should be a valid dictionary"),
         ({"SIMREC__INGEST____SOURCE": "/x"}, r"empty key segment"),
+        (
+            {"SIMREC__TUNE__SPACE": "{dropout: {dist: uniform, low: 0.5, high: 0.1}}"},
+            r"tune.space: dropout: .*low",
+        ),
+        (
+            {"SIMREC__TUNE__SPACE": "{colour: {dist: choice, options: [red]}}"},
+            r"unknown hyperparameter 'colour'",
+        ),
     ],
 )
 def test_bad_overrides_are_named(environ, message) -> None:

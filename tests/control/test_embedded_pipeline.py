@@ -16,11 +16,16 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     first = simrec("run", "--profile", "smoke", "--run-name", "one", env=smoke_env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "ingest       succeeded" in first.stdout
+    assert "tune         succeeded" in first.stdout
     assert "train        succeeded" in first.stdout
+    tuning = json.loads((tmp_path / "runs" / "one" / "tune" / "summary").read_text())
+    assert (tuning["trials"], tuning["parallelism"]) == (2, 2)  # the smoke profile's search
+    best = json.loads((tmp_path / "runs" / "one" / "tune" / "best_params").read_text())
     model_dir = tmp_path / "runs" / "one" / "train" / "model"
     summary = json.loads((model_dir / "training.json").read_text())
     assert [h["epoch"] for h in summary["history"]] == [1, 2]  # the smoke profile's epochs
     assert summary["table"]["version"] == 0
+    assert {k: summary["params"][k] for k in best} == best  # train used tune's best parameters
     assert (model_dir / "embedding.keras").exists()
     assert (tmp_path / "checkpoints" / "one" / "history.json").exists()
     assert f"run folder: {tmp_path / 'runs' / 'one'}" in first.stdout
@@ -34,6 +39,7 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert second.returncode == 0, second.stdout + second.stderr
     assert _lineage(tmp_path / "runs" / "two") == lineage  # same versions: nothing was rewritten
     assert not (tmp_path / "lake" / "train" / "_delta_log" / "00000000000000000001.json").exists()
+    assert "tune         cached" in second.stdout
     assert "train        cached" in second.stdout
     assert not (tmp_path / "runs" / "two" / "train").exists()
 
@@ -67,6 +73,7 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
     result = simrec("run", "--profile", "smoke", "--run-name", "bad", env=env)
     assert result.returncode == 1
     assert "ingest       failed" in result.stdout
+    assert "tune         skipped" in result.stdout
     assert "train        skipped" in result.stdout
     assert "train-images-idx3-ubyte.gz: file not found" in result.stdout
 

@@ -82,6 +82,16 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert train_task["inputs"]["artifacts"]["lineage"]["taskOutputArtifact"]["producerTask"] == "ingest"
     assert parameters["workers"]["defaultValue"] == config.train.workers == 4
 
+    tune = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]
+    assert tune["command"] == ["simrec", "tune"]
+    assert spec["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]["search_space"] == {
+        "componentInputParameter": "search_space"
+    }
+    assert parameters["search_space"]["defaultValue"] == config.tune.space
+    assert parameters["max_evals"]["defaultValue"] == config.tune.max_evals == 64
+    best = spec["root"]["dag"]["tasks"]["train"]["inputs"]["artifacts"]["best_params"]["taskOutputArtifact"]
+    assert best == {"producerTask": "tune", "outputArtifactKey": "best_params"}
+
 
 def test_embedded_profile_has_no_gpu_settings(tmp_path) -> None:
     spec, _ = yaml.safe_load_all(compile_pipeline(load_config("embedded"), tmp_path / "p.yaml").read_text())
@@ -106,5 +116,8 @@ def test_broken_component_yaml_is_reported(tmp_path) -> None:
 def test_committed_ir_matches_the_sources(tmp_path) -> None:
     """pipelines/simrec.yaml is what the KFP UI uploads: recompile it when components/ or conf/ change."""
     fresh = compile_pipeline(load_config("full"), tmp_path / "fresh.yaml").read_text()
-    committed = CHECKOUT / "pipelines" / "simrec.yaml"
-    assert committed.read_text() == fresh, "pipelines/simrec.yaml is stale: run `simrec compile`"
+    committed = (CHECKOUT / "pipelines" / "simrec.yaml").read_text()
+    # compared as data: the header comment prints protobuf maps in no fixed order
+    assert list(yaml.safe_load_all(committed)) == list(yaml.safe_load_all(fresh)), (
+        "pipelines/simrec.yaml is stale: run `simrec compile`"
+    )

@@ -17,7 +17,7 @@ from simrec.errors import InputError
 from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
 
 PIPELINE_NAME = "simrec"
-STEPS = ("ingest", "train")
+STEPS = ("ingest", "tune", "train")
 # Kubernetes Secrets the cluster provides (charts/); embedded runs ignore platform settings.
 OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -51,6 +51,7 @@ def _mlflow_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
 def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> Callable[..., Any]:
     components_dir = components_dir or paths.components_dir()
     ingest_op = load_step("ingest", components_dir)
+    tune_op = load_step("tune", components_dir)
     train_op = load_step("train", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
@@ -63,6 +64,11 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         epochs: int,
         architecture: str,
         batch_size: int,
+        search_space: dict,
+        max_evals: int,
+        parallelism: int,
+        trial_epochs: int,
+        tune_data_fraction: float,
         git_sha: str = "unknown",
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
@@ -72,8 +78,23 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         ingest.set_caching_options(False)
         _spark_env(ingest, config)
 
+        tune = tune_op(
+            lineage=ingest.outputs["lineage"],
+            search_space=search_space,
+            max_evals=max_evals,
+            parallelism=parallelism,
+            architecture=architecture,
+            batch_size=batch_size,
+            trial_epochs=trial_epochs,
+            data_fraction=tune_data_fraction,
+            git_sha=git_sha,
+        )
+        _spark_env(tune, config)
+        _mlflow_env(tune, config)
+
         train = train_op(
             lineage=ingest.outputs["lineage"],
+            best_params=tune.outputs["best_params"],
             workers=workers,
             epochs=epochs,
             architecture=architecture,
@@ -105,6 +126,11 @@ def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
         "epochs": config.train.epochs,
         "architecture": config.train.architecture,
         "batch_size": config.train.batch_size,
+        "search_space": config.tune.space,
+        "max_evals": config.tune.max_evals,
+        "parallelism": config.tune.parallelism,
+        "trial_epochs": config.tune.trial_epochs,
+        "tune_data_fraction": config.tune.data_fraction,
     }
 
 

@@ -25,6 +25,16 @@ from simrec.train.model import CosineSoftmax, build_embedding_model
 from simrec.train.params import TrainParams
 
 NUM_CLASSES = 10
+
+
+class TrialTimeout(RuntimeError):
+    pass
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
 HISTORY_FILE = "history.json"
 EMBEDDING_MODEL_FILE = "embedding.keras"
 
@@ -40,6 +50,7 @@ class TrainJob:
     resume: bool = False
     mlflow_run_id: str | None = None
     threads: int = 0  # intra-op threads per process; 0 lets TensorFlow choose
+    deadline: float | None = None  # time.time() after which training stops with TrialTimeout
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -153,13 +164,19 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
         batches = iter(training_batches(shard, params.augment, params.seed + rank))
         for current in range(int(epoch.numpy()), params.epochs):
             started = time.perf_counter()
-            losses = [float(train_step(*next(batches))) for _ in range(job.steps_per_epoch)]
+            losses = []
+            for _ in range(job.steps_per_epoch):
+                losses.append(float(train_step(*next(batches))))
+                if job.deadline and time.time() > job.deadline:
+                    raise TrialTimeout(f"stopped in epoch {current + 1}: over the time limit")
             seconds = time.perf_counter() - started
             mean_loss = float(np.mean(losses))
             if distributed:
                 import horovod.tensorflow as hvd
 
                 mean_loss = float(hvd.allreduce(tf.constant(mean_loss), op=hvd.Average))
+            if not np.isfinite(mean_loss):  # after the allreduce, so every rank stops together
+                raise NonFiniteLoss(f"epoch {current + 1}: loss is {mean_loss}")
             epoch.assign(current + 1)
             if rank != 0:
                 continue

@@ -1,0 +1,131 @@
+"""Hyperopt TPE over SparkTrials on small generated data: nested MLflow runs, failures recorded."""
+
+import json
+
+import mlflow
+import pytest
+
+from simrec.errors import InputError
+from simrec.steps.train import main as train_main
+from simrec.steps.train import read_lineage
+from simrec.steps.tune import main as tune_main
+from simrec.steps.tune import tune
+from simrec.train.params import TrainParams
+from simrec.tune.space import parse_space
+
+BASE = TrainParams(architecture="seed", embedding_dim=16, batch_size=32)
+SPACE = {
+    "learning_rate": {"dist": "loguniform", "low": 0.001, "high": 0.01},
+    "embedding_dim": {"dist": "choice", "options": [8, 16]},
+    "dropout": {"dist": "uniform", "low": 0.0, "high": 0.3},
+}
+
+
+def _children(parent_run_id: str) -> list:
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        output_format="list",
+    )
+
+
+def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, tracking, tmp_path) -> None:
+    best_file, summary_file = tmp_path / "best.json", tmp_path / "summary.json"
+    tune_main(
+        [
+            "--lineage",
+            str(lineage_file),
+            "--search-space",
+            json.dumps(SPACE),
+            "--max-evals",
+            "4",
+            "--parallelism",
+            "2",
+            "--architecture",
+            "seed",
+            "--batch-size",
+            "32",
+            "--data-fraction",
+            "1.0",
+            "--best-params-out",
+            str(best_file),
+            "--summary-out",
+            str(summary_file),
+        ]
+    )
+    summary = json.loads(summary_file.read_text())
+    assert (summary["trials"], summary["succeeded"], summary["failed"], summary["parallelism"]) == (
+        4,
+        4,
+        0,
+        2,
+    )
+    children = _children(summary["parent_run_id"])
+    assert len(children) == 4 and {c.info.status for c in children} == {"FINISHED"}
+    best_runs = [c for c in children if c.data.tags.get("simrec.best_trial") == "true"]
+    assert [r.info.run_id for r in best_runs] == [summary["best_trial_run_id"]]
+    assert best_runs[0].data.metrics["val_recall_at_1"] == pytest.approx(summary["best_val_recall_at_1"])
+    best = json.loads(best_file.read_text())
+    assert set(best) == set(SPACE) and best["embedding_dim"] in (8, 16)
+
+    train_main(
+        [
+            "--lineage",
+            str(lineage_file),
+            "--best-params",
+            str(best_file),
+            "--architecture",
+            "seed",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "1",
+            "--checkpoint-dir",
+            str(tmp_path / "ckpt"),
+            "--model-out",
+            str(tmp_path / "model"),
+        ]
+    )
+    trained = json.loads((tmp_path / "model" / "training.json").read_text())["params"]
+    assert {k: trained[k] for k in best} == pytest.approx(best)
+
+
+def test_a_failing_configuration_is_recorded_and_the_search_finishes(spark, lineage_file, tracking) -> None:
+    space = parse_space({"batch_size": {"dist": "choice", "options": [32, 4096]}})  # 4096 > the rows
+    best, summary = tune(
+        spark,
+        read_lineage(lineage_file),
+        space,
+        max_evals=4,
+        parallelism=2,
+        base=BASE,
+        data_fraction=1.0,
+        seed=3,
+    )
+    assert summary["trials"] == 4 and summary["failed"] >= 1 and summary["succeeded"] >= 1
+    assert best == {"batch_size": 32}
+    assert all("exceeds" in f["error"] for f in summary["failures"])
+    statuses = sorted(c.info.status for c in _children(summary["parent_run_id"]))
+    assert statuses.count("FAILED") == summary["failed"]
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"learning_rate": {"dist": "normal", "low": 0, "high": 1}}, r"learning_rate: dist: Input should be"),
+        ({"dropout": {"dist": "uniform", "low": 0.5, "high": 0.1}}, r"dropout: .*low 0.5 > high 0.1"),
+        ({"colour": {"dist": "choice", "options": ["red"]}}, r"unknown hyperparameter 'colour'"),
+        ({"epochs": {"dist": "choice", "options": [1]}}, r"unknown hyperparameter 'epochs'"),
+        ({"embedding_dim": {"dist": "uniform", "low": 8, "high": 64}}, r"embedding_dim is an integer"),
+        ({"learning_rate": {"dist": "loguniform", "low": 0.0, "high": 0.1}}, r"loguniform needs low > 0"),
+        (
+            {"learning_rate": {"dist": "uniform", "low": 0.001, "high": 5.0}},
+            r"learning_rate: .*less than or equal to 1",
+        ),
+        ({"loss": {"dist": "choice", "options": ["ms", "triplet"]}}, r"loss: .*Input should be 'ms'"),
+        ({}, r"non-empty mapping"),
+    ],
+)
+def test_invalid_spaces_are_refused(space, message) -> None:
+    with pytest.raises(InputError, match=message):
+        parse_space(space)
