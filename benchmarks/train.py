@@ -16,15 +16,13 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import tensorflow as tf
 from petastorm.spark import SparkDatasetConverter
+from recall import test_recall_at_1
 
-from simrec.retrieval import recall_at_k, top_k
 from simrec.spark import get_spark
 from simrec.steps.ingest import ingest
 from simrec.steps.train import train
-from simrec.train.data import Arrays, petastorm_source, read_table, split
-from simrec.train.loop import EMBEDDING_MODEL_FILE, embed
+from simrec.train.data import petastorm_source, read_table, split
 from simrec.train.params import TrainParams
 
 
@@ -65,13 +63,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
         summary = train(spark, lineage, params, Path(tmp) / "model", Path(tmp) / "ckpt", workers=args.workers)
-        model = tf.keras.models.load_model(Path(tmp) / "model" / EMBEDDING_MODEL_FILE)
-        gallery = Arrays.collect(read_table(spark, lineage["tables"]["train"]))
-        queries = Arrays.collect(read_table(spark, lineage["tables"]["test"]))
-        gallery_embeddings = embed(model, gallery.pixels().astype(np.float32))
-        query_embeddings = embed(model, queries.pixels().astype(np.float32))
-        neighbours = top_k(query_embeddings, gallery_embeddings, 1)
-        test_recall = recall_at_k(neighbours, queries.labels, gallery.labels, 1)
+        test_recall = test_recall_at_1(spark, lineage, Path(tmp) / "model")
         spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{tmp}/petastorm")
         train_frame, _ = split(read_table(spark, lineage["tables"]["train"]), 0.1)
         reader_rate = reader_rows_per_second(train_frame, params.batch_size, Path(tmp))

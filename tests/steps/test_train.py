@@ -38,6 +38,8 @@ def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) ->
     assert [m.step for m in curve] == [1, 2]
     artifacts = [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "model")]
     assert artifacts == [f"model/{EMBEDDING_MODEL_FILE}"]
+    top_level = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert "training_curves.png" in top_level
 
 
 def test_too_little_data_is_refused(spark, lineage_file, tracking, tmp_path) -> None:

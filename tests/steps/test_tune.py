@@ -65,6 +65,8 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
     best_runs = [c for c in children if c.data.tags.get("simrec.best_trial") == "true"]
     assert [r.info.run_id for r in best_runs] == [summary["best_trial_run_id"]]
     assert best_runs[0].data.metrics["val_recall_at_1"] == pytest.approx(summary["best_val_recall_at_1"])
+    parent_artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(summary["parent_run_id"])}
+    assert {"trials.png", "search_space.json"} <= parent_artifacts
     best = json.loads(best_file.read_text())
     assert set(best) == set(SPACE) and best["embedding_dim"] in (8, 16)
 

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.plots import training_curves
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
 from simrec.train.params import TrainParams
@@ -117,6 +118,7 @@ def train(
             converter.delete()
         history = results[0]
         mlflow.log_artifact(str(model_dir / EMBEDDING_MODEL_FILE), artifact_path="model")
+        mlflow.log_figure(training_curves(history), "training_curves.png")
         summary = {
             "mlflow_run_id": run.info.run_id,
             "params": params.model_dump(),

@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.plots import trial_scores
 from simrec.steps.train import read_lineage
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
@@ -220,6 +221,7 @@ def tune(
             "parallelism": parallelism,
             "wall_seconds": round(time.perf_counter() - started, 1),
         }
+        mlflow.log_figure(trial_scores(results), "trials.png")
         mlflow.log_metrics(
             {
                 "best_val_recall_at_1": summary["best_val_recall_at_1"],

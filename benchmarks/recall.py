@@ -1,0 +1,43 @@
+"""Test recall@1 of a trained embedding model: each test image's nearest train image (cosine) has the
+same label. The evaluate step will own this; until then the benchmarks use it.
+
+  .envs/steps/bin/python benchmarks/recall.py RUN_FOLDER   (a `simrec run` folder with ingest/ and train/)"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from pyspark.sql import SparkSession
+
+from simrec.retrieval import recall_at_k, top_k
+from simrec.train.data import Arrays, read_table
+from simrec.train.loop import EMBEDDING_MODEL_FILE, embed
+
+
+def test_recall_at_1(spark: SparkSession, lineage: dict[str, Any], model_dir: Path) -> float:
+    model = tf.keras.models.load_model(model_dir / EMBEDDING_MODEL_FILE)
+    gallery = Arrays.collect(read_table(spark, lineage["tables"]["train"]))
+    queries = Arrays.collect(read_table(spark, lineage["tables"]["test"]))
+    gallery_embeddings = embed(model, gallery.pixels().astype(np.float32))
+    query_embeddings = embed(model, queries.pixels().astype(np.float32))
+    return recall_at_k(top_k(query_embeddings, gallery_embeddings, 1), queries.labels, gallery.labels, 1)
+
+
+def main() -> None:
+    from simrec.spark import get_spark
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_folder", type=Path)
+    args = parser.parse_args()
+    lineage = json.loads((args.run_folder / "ingest" / "lineage").read_text())
+    recall = test_recall_at_1(get_spark("simrec-recall"), lineage, args.run_folder / "train" / "model")
+    print(f"test recall@1 (test -> train gallery, cosine): {recall:.4f}")
+
+
+if __name__ == "__main__":
+    main()

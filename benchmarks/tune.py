@@ -1,0 +1,58 @@
+"""Benchmark: the tune step on the real tables with the embedded profile's search, at parallelism 1 and 2.
+
+Run in the steps environment (after an ingest, e.g. `simrec run`):
+  .envs/steps/bin/python benchmarks/tune.py [--max-evals 4]
+With TPE's first 20 suggestions random and the seed fixed, both runs evaluate the same configurations,
+so the wall-time ratio is the speed-up of running trials in parallel on Spark."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from simrec.config import load_config
+from simrec.spark import get_spark
+from simrec.steps.ingest import ingest
+from simrec.steps.tune import tune
+from simrec.train.params import TrainParams
+from simrec.tune.space import parse_space
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-evals", type=int)
+    args = parser.parse_args()
+    config = load_config("embedded")
+    max_evals = args.max_evals or config.tune.max_evals
+    spark = get_spark("simrec-bench-tune")
+    lineage = ingest(spark, config.ingest.source, config.storage.lake_uri, checksums=config.ingest.checksums)
+    base = TrainParams(architecture=config.train.architecture, batch_size=config.train.batch_size)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        for parallelism in (1, 2):
+            best, summary = tune(
+                spark,
+                lineage,
+                parse_space(config.tune.space),
+                max_evals=max_evals,
+                parallelism=parallelism,
+                base=base,
+                trial_epochs=config.tune.trial_epochs,
+                data_fraction=config.tune.data_fraction,
+            )
+            results[parallelism] = summary
+            print(
+                f"parallelism {parallelism}: {summary['trials']} evaluations ({summary['failed']} failed), "
+                f"wall {summary['wall_seconds']:.0f} s, "
+                f"best val recall@1 {summary['best_val_recall_at_1']:.4f}, best {best}"
+            )
+    print(f"speed-up of parallelism 2 over 1: {results[1]['wall_seconds'] / results[2]['wall_seconds']:.2f}x")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
