@@ -54,6 +54,9 @@ class StorageConfig(_Section):
 class SparkConfig(_Section):
     master: str = "local[*]"
     driver_memory: str = "4g"
+    packages: list[str] = Field(
+        default_factory=list, description="extra Maven packages for the session, e.g. hadoop-aws for s3a://"
+    )
 
 
 class IngestConfig(_Section):
@@ -78,6 +81,9 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=4)
     accelerator: str | None = Field(
         None, description="Kubernetes GPU resource for training, e.g. nvidia.com/gpu"
+    )
+    checkpoint_pvc: str | None = Field(
+        None, description="PersistentVolumeClaim mounted at storage.checkpoint_root for the train task"
     )
 
 

@@ -1,7 +1,8 @@
 """The one place a Spark session is made: Delta Lake enabled, Arrow on, local-friendly defaults.
 
-Delta's jars (io.delta:delta-spark_2.12) are resolved by Spark from Maven Central on first use and cached
-in ~/.ivy2 (SIMREC_IVY_DIR overrides); cluster images resolve them at build time (images/steps)."""
+Delta's jars (io.delta:delta-spark_2.12), and any SIMREC_SPARK_PACKAGES (comma-separated Maven
+coordinates, e.g. hadoop-aws for an s3a:// lake), are resolved by Spark from Maven Central on first use and
+cached in ~/.ivy2 (SIMREC_IVY_DIR overrides); cluster images resolve them at build time (images/steps)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def get_spark(app_name: str = "simrec") -> SparkSession:
     )
     if ivy_dir := os.environ.get("SIMREC_IVY_DIR"):
         builder = builder.config("spark.jars.ivy", ivy_dir)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    packages = [p for p in os.environ.get("SIMREC_SPARK_PACKAGES", "").split(",") if p]
+    spark = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark

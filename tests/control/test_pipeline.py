@@ -72,6 +72,13 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert kubernetes["exec-train"]["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
+    assert kubernetes["exec-train"]["pvcMount"][0]["mountPath"] == config.storage.checkpoint_root
+    assert (
+        kubernetes["exec-train"]["pvcMount"][0]["constant"]
+        == config.train.checkpoint_pvc
+        == "simrec-checkpoints"
+    )
+    assert {"name": "SIMREC_SPARK_PACKAGES", "value": "org.apache.hadoop:hadoop-aws:3.3.4"} in train["env"]
     assert {s["secretName"] for s in kubernetes["exec-train"]["secretAsEnv"]} == {
         "simrec-object-store",
         "simrec-mlflow",

@@ -38,6 +38,8 @@ def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask
 def _spark_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
     task.set_env_variable("SIMREC_SPARK_MASTER", config.spark.master)
     task.set_env_variable("SIMREC_SPARK_DRIVER_MEMORY", config.spark.driver_memory)
+    if config.spark.packages:
+        task.set_env_variable("SIMREC_SPARK_PACKAGES", ",".join(config.spark.packages))
     kubernetes.use_secret_as_env(task, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
 
 
@@ -105,6 +107,10 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         _spark_env(train, config)
         _mlflow_env(train, config)
         train.set_retry(2)  # a retried task resumes from its checkpoints
+        if config.train.checkpoint_pvc:
+            kubernetes.mount_pvc(
+                train, pvc_name=config.train.checkpoint_pvc, mount_path=config.storage.checkpoint_root
+            )
         if config.train.accelerator:
             train.set_accelerator_type(config.train.accelerator)
             train.set_accelerator_limit(workers)  # one GPU per Horovod rank
