@@ -1,9 +1,9 @@
-"""Benchmark: the tune step on the real tables with the embedded profile's search, at parallelism 1 and 2.
+"""Benchmark: the tune step on the real tables with the embedded profile's search, at parallelism 2 and 1.
 
 Run in the steps environment (after an ingest, e.g. `simrec run`):
   .envs/steps/bin/python benchmarks/tune.py [--max-evals 4]
-With TPE's first 20 suggestions random and the seed fixed, both runs evaluate the same configurations,
-so the wall-time ratio is the speed-up of running trials in parallel on Spark."""
+The parallelism-1 search evaluates exactly the configurations the parallelism-2 search tried (as first
+points), so the wall-time ratio is the speed-up of running trials in parallel on Spark."""
 
 from __future__ import annotations
 
@@ -30,27 +30,34 @@ def main() -> None:
     spark = get_spark("simrec-bench-tune")
     lineage = ingest(spark, config.ingest.source, config.storage.lake_uri, checksums=config.ingest.checksums)
     base = TrainParams(architecture=config.train.architecture, batch_size=config.train.batch_size)
-    results = {}
+    space = parse_space(config.tune.space)
+    summaries, configurations = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
-        for parallelism in (1, 2):
+        for parallelism in (2, 1):
             best, summary = tune(
                 spark,
                 lineage,
-                parse_space(config.tune.space),
+                space,
                 max_evals=max_evals,
                 parallelism=parallelism,
                 base=base,
                 trial_epochs=config.tune.trial_epochs,
                 data_fraction=config.tune.data_fraction,
+                first_points=configurations,
             )
-            results[parallelism] = summary
+            configurations = configurations or summary["evaluated"]
+            assert summary["evaluated"] == configurations, (
+                "the two searches evaluated different configurations"
+            )
+            summaries[parallelism] = summary
             print(
                 f"parallelism {parallelism}: {summary['trials']} evaluations ({summary['failed']} failed), "
                 f"wall {summary['wall_seconds']:.0f} s, "
                 f"best val recall@1 {summary['best_val_recall_at_1']:.4f}, best {best}"
             )
-    print(f"speed-up of parallelism 2 over 1: {results[1]['wall_seconds'] / results[2]['wall_seconds']:.2f}x")
+    speed_up = summaries[1]["wall_seconds"] / summaries[2]["wall_seconds"]
+    print(f"speed-up of parallelism 2 over 1: {speed_up:.2f}x")
     spark.stop()
 
 

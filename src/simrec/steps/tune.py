@@ -47,6 +47,21 @@ def hyperopt_space(space: SearchSpace) -> dict[str, Any]:
     return expressions
 
 
+def _hyperopt_point(space: SearchSpace, values: dict[str, Any]) -> dict[str, Any]:
+    """A configuration as hyperopt's points_to_evaluate wants it: choices by index."""
+    if set(values) != set(space):
+        raise InputError(f"a first point must set exactly {sorted(space)}, got {sorted(values)}")
+    point = {}
+    for name, dim in space.items():
+        if dim.dist != "choice":
+            point[name] = values[name]
+            continue
+        if values[name] not in dim.options:
+            raise InputError(f"first point: {name}={values[name]!r} is not one of {dim.options}")
+        point[name] = dim.options.index(values[name])
+    return point
+
+
 def _typed(values: dict[str, Any]) -> dict[str, Any]:
     """Hyperopt samples floats (and numpy scalars); TrainParams wants its own types."""
     typed = {}
@@ -143,8 +158,10 @@ def tune(
     seed: int = 0,
     experiment: str = DEFAULT_EXPERIMENT,
     git_sha: str = "unknown",
+    first_points: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Runs the search; returns (best hyperparameters, summary)."""
+    """Runs the search; returns (best hyperparameters, summary). first_points are configurations (values
+    for every searched hyperparameter) evaluated before TPE suggests any, e.g. a known good one."""
     from hyperopt import STATUS_OK, SparkTrials, fmin, tpe
     from hyperopt.early_stop import no_progress_loss
 
@@ -198,6 +215,7 @@ def tune(
             trials=trials,
             rstate=np.random.default_rng(seed),
             early_stop_fn=no_progress_loss(early_stop_rounds) if early_stop_rounds else None,
+            points_to_evaluate=[_hyperopt_point(space, p) for p in first_points or []] or None,
             show_progressbar=False,
             return_argmin=False,
         )
@@ -216,6 +234,7 @@ def tune(
             "failures": [{"params": r.get("params"), "error": r.get("error")} for r in failed],
             "best_val_recall_at_1": -best["loss"],
             "best_params": best["params"],
+            "evaluated": [r["params"] for r in results],
             "best_trial_run_id": best["mlflow_run_id"],
             "parent_run_id": parent.info.run_id,
             "parallelism": parallelism,

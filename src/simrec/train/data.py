@@ -85,10 +85,15 @@ def petastorm_source(frame: DataFrame, shards: int, batch_size: int, seed: int) 
             shard_count=size,
             seed=seed + rank,
             shuffle_row_groups=True,
-        ) as dataset:  # batches of namedtuples
-            yield dataset.map(lambda batch: {"image": batch.image, "label": batch.label})
+        ) as dataset:
+            yield dataset.map(_as_dict)
 
     return open_shard, converter
+
+
+def _as_dict(batch: Any) -> dict[str, tf.Tensor]:
+    """Petastorm yields namedtuples; the training input takes the same dict as memory_source's."""
+    return {"image": batch.image, "label": batch.label}
 
 
 def memory_source(arrays: Arrays, batch_size: int, seed: int) -> ShardSource:
