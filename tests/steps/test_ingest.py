@@ -127,12 +127,17 @@ def test_idx_batch_goes_to_the_table_asked_for(spark, tmp_path) -> None:
     assert list(frame[frame["item_id"].str.startswith("extra-")]["label"]) == [1, 2, 9]
 
 
+TRUNCATE = b"truncate"
+
+
 def _corrupt(source: Path, tmp_path: Path, name: str, content: bytes | None) -> Path:
     broken = tmp_path / "broken"
     shutil.copytree(source, broken)
     target = broken / f"{name}.gz"
     if content is None:
         target.unlink()
+    elif content == TRUNCATE:  # a download cut short
+        target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
     else:
         target.write_bytes(content)
     return broken
@@ -146,6 +151,7 @@ def _labels_idx(values: bytes) -> bytes:
     ("name", "content", "message"),
     [
         ("train-images-idx3-ubyte", None, r"train-images-idx3-ubyte.gz: file not found"),
+        ("train-images-idx3-ubyte", TRUNCATE, r"train-images-idx3-ubyte.gz: cannot decompress"),
         (
             "train-images-idx3-ubyte",
             b"\x1f\x8b\x08\x00garbage",

@@ -111,6 +111,20 @@ def test_a_failing_configuration_is_recorded_and_the_search_finishes(spark, line
     assert statuses.count("FAILED") == summary["failed"]
 
 
+def test_trials_over_their_time_limit_fail_and_are_reported(spark, lineage_file, tracking) -> None:
+    space = parse_space({"learning_rate": {"dist": "uniform", "low": 0.001, "high": 0.002}})
+    with pytest.raises(InputError, match=r"all 2 tuning trials failed; the first: TrialTimeout"):
+        tune(
+            spark,
+            read_lineage(lineage_file),
+            space,
+            max_evals=2,
+            parallelism=2,
+            base=BASE,
+            trial_timeout_s=0.01,
+        )
+
+
 @pytest.mark.parametrize(
     ("space", "message"),
     [
