@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "run": ("simrec.pipeline.cli:run_main", "run the whole pipeline on this machine (embedded mode)"),
     "compile": ("simrec.pipeline.cli:compile_main", "write the pipeline IR YAML for the KFP UI"),
     "submit": ("simrec.pipeline.cli:submit_main", "start the pipeline on a Kubeflow Pipelines endpoint"),
+    "docs": ("simrec.pipeline.docs:main", "regenerate components/*/README.md from the component YAML"),
     "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),

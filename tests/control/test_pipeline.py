@@ -10,6 +10,7 @@ from kfp import components
 import simrec as package
 from simrec.config import load_config
 from simrec.pipeline.definition import STEPS, compile_pipeline
+from simrec.pipeline.docs import render
 
 COMPONENT_FILES = sorted((CHECKOUT / "components").glob("*/component.yaml"))
 
@@ -128,3 +129,9 @@ def test_committed_ir_matches_the_sources(tmp_path) -> None:
     assert list(yaml.safe_load_all(committed)) == list(yaml.safe_load_all(fresh)), (
         "pipelines/simrec.yaml is stale: run `simrec compile`"
     )
+
+
+@pytest.mark.parametrize("path", COMPONENT_FILES, ids=lambda p: p.parent.name)
+def test_component_readme_is_generated_from_the_yaml(path: Path) -> None:
+    readme = path.parent / "README.md"
+    assert readme.exists() and readme.read_text() == render(path), f"{readme} is stale: run `simrec docs`"

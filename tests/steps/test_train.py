@@ -50,6 +50,7 @@ def test_too_little_data_is_refused(spark, lineage_file, tracking, tmp_path) -> 
 
 def test_bad_lineage_file_is_named(tmp_path) -> None:
     path = tmp_path / "lineage.json"
-    path.write_text('{"tables": {}}')
-    with pytest.raises(InputError, match="not an ingest lineage file"):
-        read_lineage(path)
+    for text in ('{"tables": {}}', '{"tables": []}', "[1]", '{"tables": {"train": {"uri": "/x"}}}', "{"):
+        path.write_text(text)
+        with pytest.raises(InputError, match="not an ingest lineage file"):
+            read_lineage(path)

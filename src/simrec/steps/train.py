@@ -30,11 +30,19 @@ SUMMARY_FILE = "training.json"
 
 
 def read_lineage(path: Path) -> dict[str, Any]:
+    """Ingest's lineage record; InputError unless it names the train table's URI and version."""
     try:
         lineage = json.loads(path.read_text())
-        lineage["tables"]["train"]["uri"], lineage["tables"]["train"]["version"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not an ingest lineage file ({exc.__class__.__name__}: {exc})") from exc
+    tables = lineage.get("tables") if isinstance(lineage, dict) else None
+    train = tables.get("train") if isinstance(tables, dict) else None
+    if (
+        not isinstance(train, dict)
+        or not isinstance(train.get("uri"), str)
+        or not isinstance(train.get("version"), int)
+    ):
+        raise InputError(f"{path}: not an ingest lineage file (no tables.train.uri and .version)")
     return lineage
 
 
