@@ -5,6 +5,7 @@ recall@1. Writes the best hyperparameters for the train step and a summary."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -164,6 +165,7 @@ def tune(
     for every searched hyperparameter) evaluated before TPE suggests any, e.g. a known good one."""
     from hyperopt import STATUS_OK, SparkTrials, fmin, tpe
     from hyperopt.early_stop import no_progress_loss
+    from hyperopt.exceptions import AllTrialsFailed
 
     if max_evals < 1:
         raise InputError(f"max_evals must be at least 1, got {max_evals}")
@@ -207,18 +209,19 @@ def tune(
             threads=max(1, (os.cpu_count() or 1) // parallelism),
         )
         trials = SparkTrials(parallelism=parallelism, timeout=timeout_s, spark_session=spark)
-        fmin(
-            objective,
-            hyperopt_space(space),
-            algo=tpe.suggest,
-            max_evals=max_evals,
-            trials=trials,
-            rstate=np.random.default_rng(seed),
-            early_stop_fn=no_progress_loss(early_stop_rounds) if early_stop_rounds else None,
-            points_to_evaluate=[_hyperopt_point(space, p) for p in first_points or []] or None,
-            show_progressbar=False,
-            return_argmin=False,
-        )
+        with contextlib.suppress(AllTrialsFailed):  # reported below, with the trials' own errors
+            fmin(
+                objective,
+                hyperopt_space(space),
+                algo=tpe.suggest,
+                max_evals=max_evals,
+                trials=trials,
+                rstate=np.random.default_rng(seed),
+                early_stop_fn=no_progress_loss(early_stop_rounds) if early_stop_rounds else None,
+                points_to_evaluate=[_hyperopt_point(space, p) for p in first_points or []] or None,
+                show_progressbar=False,
+                return_argmin=False,
+            )
         results = [t["result"] for t in trials.trials]
         succeeded = [r for r in results if r.get("status") == STATUS_OK]
         failed = [r for r in results if r.get("status") != STATUS_OK]
