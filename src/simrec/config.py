@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from simrec import paths
-from simrec.errors import InputError
+from simrec.errors import InputError, validation_problems
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -169,7 +169,7 @@ def load_config(
     try:
         return SimrecConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        problems = validation_problems(exc.errors())
         raise ConfigError(
             f"invalid configuration (profile {profile}, from {', '.join(map(str, sources))} "
             f"and {ENV_PREFIX}* variables): {problems}"

@@ -7,3 +7,8 @@ class InputError(ValueError):
 
 class DataError(InputError):
     """Input data that is missing, corrupt or inconsistent."""
+
+
+def validation_problems(errors: list[dict]) -> str:
+    """pydantic's ValidationError.errors() as one line: 'field.path: message; ...'."""
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in errors)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from simrec.errors import InputError
+from simrec.errors import InputError, validation_problems
 
 LossName = Literal["ms", "softmax", "ms+softmax"]
 
@@ -36,10 +36,7 @@ class TrainParams(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise InputError(f"{origin}: {problems}") from exc
+            raise InputError(f"{origin}: {validation_problems(exc.errors())}") from exc
 
     @classmethod
     def from_file(cls, path: Path) -> TrainParams:

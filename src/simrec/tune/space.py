@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from simrec.errors import InputError
+from simrec.errors import InputError, validation_problems
 from simrec.train.params import TrainParams
 
 NOT_SEARCHABLE = ("epochs", "seed")  # trials use tune's epochs per trial and seed
@@ -69,10 +69,7 @@ def parse_space(raw: Any, origin: str = "search space") -> SearchSpace:
         try:
             space[name] = Dimension.model_validate(spec)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors()
-            )
-            raise InputError(f"{origin}: {name}: {problems}") from exc
+            raise InputError(f"{origin}: {name}: {validation_problems(exc.errors())}") from exc
         if TrainParams.model_fields[name].annotation is int and space[name].dist in ("uniform", "loguniform"):
             raise InputError(f"{origin}: {name} is an integer: use choice or quniform")
         for value in space[name].values():
