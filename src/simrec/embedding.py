@@ -1,0 +1,63 @@
+"""The trained embedding model at inference time: catalogue images (8-bit grayscale 28x28) to
+L2-normalised float32 vectors. One loader for every place that embeds: Spark workers in evaluate, the
+recommender package, the server."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from simrec.codec import IMAGE_SIZE, decode_png
+
+BATCH = 1024
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class EmbeddingModel:
+    """A saved embedding.keras; `model_id` (the file's SHA-256) names the vectors it produces."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        self.path = Path(path)
+        self.model_id = file_sha256(self.path)
+        self._model = tf.keras.models.load_model(self.path, compile=False)
+        self.dim = int(self._model.output_shape[-1])
+        # One traced graph for any batch size: far less per-call overhead than Model.__call__/predict.
+        self._forward = tf.function(
+            lambda images: self._model(images, training=False),
+            input_signature=[tf.TensorSpec((None, *IMAGE_SIZE, 1), tf.float32)],
+        )
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """[n, 28, 28] uint8 pixel values -> [n, dim] float32 unit vectors."""
+        if pixels.ndim != 3 or pixels.shape[1:] != IMAGE_SIZE:
+            raise ValueError(f"expected images of shape [n, 28, 28], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        batches = [
+            self._forward(pixels[i : i + BATCH, ..., None].astype(np.float32)).numpy()
+            for i in range(0, len(pixels), BATCH)
+        ]
+        return np.concatenate(batches).astype(np.float32, copy=False)
+
+    def embed_pngs(self, pngs: list[bytes]) -> np.ndarray:
+        return self.embed_pixels(
+            np.stack([decode_png(png) for png in pngs]) if pngs else np.zeros((0, 28, 28), np.uint8)
+        )
+
+
+def pixel_vectors(pixels: np.ndarray) -> np.ndarray:
+    """The raw-pixel baseline: each image's 784 pixel values as an L2-normalised float32 vector."""
+    flat = pixels.reshape(len(pixels), -1).astype(np.float32)
+    norms = np.linalg.norm(flat, axis=1, keepdims=True)
+    return flat / np.maximum(norms, 1e-12)

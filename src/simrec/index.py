@@ -1,0 +1,56 @@
+"""The nearest-neighbour index over the catalogue's embeddings (faiss): inner product on unit vectors,
+i.e. cosine similarity. HNSW for serving; `exact` (a flat index) to measure what HNSW loses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+IndexKind = Literal["hnsw", "exact"]
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    kind: IndexKind = "hnsw"
+    m: int = 32  # HNSW graph degree
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+def build_index(vectors: np.ndarray, spec: IndexSpec = IndexSpec()):  # -> faiss.Index
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    if spec.kind == "exact":
+        index = faiss.IndexFlatIP(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = spec.ef_construction
+        index.hnsw.efSearch = spec.ef_search
+    index.add(vectors)
+    return index
+
+
+def save_index(index, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(index, str(path))
+
+
+def load_index(path: Path, ef_search: int | None = None):  # -> faiss.Index
+    import faiss
+
+    index = faiss.read_index(str(path))
+    if ef_search is not None and hasattr(index, "hnsw"):
+        index.hnsw.efSearch = ef_search
+    return index
+
+
+def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows), each [n_queries, k], most similar first; rows are -1 where fewer than k exist."""
+    scores, rows = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return scores, rows

@@ -1,0 +1,170 @@
+"""The recommender package: what evaluate builds, register versions in MLflow, and serving loads.
+
+A folder of plain files (no pickles):
+    embedding.keras    the embedding model (built-in Keras layers only)
+    index.faiss        faiss index over every catalogue item's embedding; index row i = items row i
+    items.parquet      item_id, label, label_name, image (PNG bytes), in index row order
+    recommender.json   format, model_id, embedding_dim, item count, index settings and version, and
+                       smoke queries with the answers this package gave when it was built
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simrec.codec import decode_png
+from simrec.embedding import EmbeddingModel, file_sha256
+from simrec.errors import InputError
+from simrec.files import write_json_atomic
+from simrec.index import IndexSpec, build_index, load_index, save_index, search
+
+FORMAT = 1
+MODEL_FILE = "embedding.keras"
+INDEX_FILE = "index.faiss"
+ITEMS_FILE = "items.parquet"
+MANIFEST_FILE = "recommender.json"
+PACKAGE_FILES = (MODEL_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE)
+ITEM_COLUMNS = ["item_id", "label", "label_name", "image"]
+SMOKE_K = 5
+
+
+class PackageError(InputError):
+    """A folder that is not a usable recommender package."""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    item_id: str
+    label: int
+    label_name: str
+    score: float
+
+
+class Recommender:
+    """Top-k visually similar catalogue items for an image or for a catalogue item."""
+
+    def __init__(self, folder: Path) -> None:
+        folder = Path(folder)
+        missing = [name for name in PACKAGE_FILES if not (folder / name).is_file()]
+        if missing:
+            raise PackageError(f"{folder}: not a recommender package (missing {', '.join(missing)})")
+        self.folder = folder
+        self.manifest: dict[str, Any] = json.loads((folder / MANIFEST_FILE).read_text())
+        if self.manifest.get("format") != FORMAT:
+            raise PackageError(f"{folder}: package format {self.manifest.get('format')}, expected {FORMAT}")
+        self.model = EmbeddingModel(folder / MODEL_FILE)
+        if self.model.model_id != self.manifest["model_id"]:
+            raise PackageError(f"{folder}: {MODEL_FILE} is not the model this package was built with")
+        self.items = pd.read_parquet(folder / ITEMS_FILE, columns=ITEM_COLUMNS)
+        self.index = load_index(folder / INDEX_FILE, self.manifest["index"].get("ef_search"))
+        if self.index.ntotal != len(self.items) or self.index.d != self.model.dim:
+            raise PackageError(
+                f"{folder}: index holds {self.index.ntotal} vectors of size {self.index.d} for "
+                f"{len(self.items)} items and a {self.model.dim}-d model"
+            )
+        self.rows = pd.Series(np.arange(len(self.items)), index=self.items["item_id"])
+
+    @property
+    def index_version(self) -> int:
+        return int(self.manifest["index"]["version"])
+
+    def _neighbours(self, scores: np.ndarray, rows: np.ndarray, skip: list[int | None], k: int) -> list:
+        ids = self.items["item_id"].to_numpy()
+        labels = self.items["label"].to_numpy()
+        names = self.items["label_name"].to_numpy()
+        answers = []
+        for score_row, index_row, own in zip(scores, rows, skip, strict=True):
+            found = [
+                Neighbour(str(ids[r]), int(labels[r]), str(names[r]), float(s))
+                for s, r in zip(score_row, index_row, strict=True)
+                if r >= 0 and r != own
+            ]
+            answers.append(found[:k])
+        return answers
+
+    def similar_to_pixels(self, pixels: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """For each [28, 28] uint8 image, its k most similar catalogue items (cosine), best first."""
+        scores, rows = search(self.index, self.model.embed_pixels(pixels), k)
+        return self._neighbours(scores, rows, [None] * len(rows), k)
+
+    def similar_to_items(self, item_ids: list[str], k: int) -> list[list[Neighbour]]:
+        """For each catalogue item, the k most similar other items."""
+        unknown = [item for item in item_ids if item not in self.rows.index]
+        if unknown:
+            raise InputError(f"unknown item_id {unknown[0]!r}")
+        own = [int(self.rows[item]) for item in item_ids]
+        vectors = np.stack([self.index.reconstruct(row) for row in own])
+        scores, rows = search(self.index, vectors, k + 1)
+        return self._neighbours(scores, rows, own, k)
+
+    def image(self, item_id: str) -> bytes:
+        if item_id not in self.rows.index:
+            raise InputError(f"unknown item_id {item_id!r}")
+        return bytes(self.items["image"].iat[int(self.rows[item_id])])
+
+    def check_smoke_queries(self) -> list[str]:
+        """Differences between this package's answers now and the answers recorded when it was built."""
+        problems = []
+        for query in self.manifest["smoke_queries"]:
+            expected = query["expected"]
+            by_item = [n.item_id for n in self.similar_to_items([query["item_id"]], SMOKE_K)[0]]
+            pixels = decode_png(self.image(query["item_id"]))[None]
+            by_image = [n.item_id for n in self.similar_to_pixels(pixels, SMOKE_K)[0]]
+            if by_item != expected["by_item"]:
+                problems.append(f"item {query['item_id']}: {by_item} != {expected['by_item']}")
+            if by_image != expected["by_image"]:
+                problems.append(f"image of {query['item_id']}: {by_image} != {expected['by_image']}")
+        return problems
+
+
+def write_package(
+    folder: Path,
+    model_file: Path,
+    items: pd.DataFrame,
+    vectors: np.ndarray,
+    spec: IndexSpec = IndexSpec(),
+    smoke_items: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Builds the package in `folder`: the model file, the index over `vectors` (row i = items row i),
+    the items table and the manifest, with smoke queries answered by the finished package."""
+    if len(items) != len(vectors):
+        raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file, folder / MODEL_FILE)
+    save_index(build_index(vectors, spec), folder / INDEX_FILE)
+    items[ITEM_COLUMNS].reset_index(drop=True).to_parquet(folder / ITEMS_FILE, index=False)
+    manifest = {
+        "format": FORMAT,
+        "model_id": file_sha256(model_file),
+        "embedding_dim": int(vectors.shape[1]),
+        "items": len(items),
+        "index": asdict(spec) | {"version": 1},
+        "smoke_queries": [],
+    } | (extra or {})
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    recommender = Recommender(folder)
+    manifest["smoke_queries"] = [
+        {
+            "item_id": item,
+            "expected": {
+                "by_item": [n.item_id for n in recommender.similar_to_items([item], SMOKE_K)[0]],
+                "by_image": [
+                    n.item_id
+                    for n in recommender.similar_to_pixels(
+                        decode_png(recommender.image(item))[None], SMOKE_K
+                    )[0]
+                ],
+            },
+        }
+        for item in (smoke_items or list(items["item_id"].iloc[:3]))
+    ]
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
+    return folder

@@ -1,0 +1,65 @@
+"""Small recommender packages for tests: an untrained (but deterministic) embedding model over generated
+catalogue items. Needs TensorFlow and faiss (steps and serve environments)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from datagen import class_image
+
+LABEL_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+def catalogue_items(count: int = 300, seed: int = 0, prefix: str = "item") -> pd.DataFrame:
+    """Generated catalogue items (item_id, label, label_name, image PNG, and pixels for convenience)."""
+    from simrec.codec import encode_png
+
+    rng = random.Random(seed)
+    labels = [i % 10 for i in range(count)]
+    pixels = [np.frombuffer(class_image(label, rng), np.uint8).reshape(28, 28) for label in labels]
+    return pd.DataFrame(
+        {
+            "item_id": [f"{prefix}-{i:05d}" for i in range(count)],
+            "label": np.array(labels, np.int32),
+            "label_name": [LABEL_NAMES[label] for label in labels],
+            "image": [encode_png(p) for p in pixels],
+            "pixels": pixels,
+        }
+    )
+
+
+def embedding_model_file(folder: Path, seed: int = 0, dim: int = 16) -> Path:
+    import tensorflow as tf
+
+    from simrec.train.model import build_embedding_model
+
+    tf.keras.utils.set_random_seed(seed)
+    path = folder / "embedding.keras"
+    folder.mkdir(parents=True, exist_ok=True)
+    build_embedding_model("seed", dim, 0.0).save(path)
+    return path
+
+
+def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
+    """A complete recommender package in `folder` (model, HNSW index, items, manifest)."""
+    from simrec.embedding import EmbeddingModel
+    from simrec.recommender import write_package
+
+    model_file = embedding_model_file(folder.parent / f"{folder.name}-model", seed)
+    items = catalogue_items(count, seed)
+    vectors = EmbeddingModel(model_file).embed_pixels(np.stack(items["pixels"].to_list()))
+    return write_package(folder, model_file, items, vectors)
