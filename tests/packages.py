@@ -27,6 +27,7 @@ LABEL_NAMES = (
 def catalogue_items(count: int = 300, seed: int = 0, prefix: str = "item") -> pd.DataFrame:
     """Generated catalogue items (item_id, label, label_name, image PNG, and pixels for convenience)."""
     from simrec.codec import encode_png
+    from simrec.data.fashion_mnist import LABEL_NAMES
 
     rng = random.Random(seed)
     labels = [i % 10 for i in range(count)]

@@ -20,7 +20,10 @@ class IndexSpec:
     ef_search: int = 128
 
 
-def build_index(vectors: np.ndarray, spec: IndexSpec = IndexSpec()):  # -> faiss.Index
+DEFAULT_SPEC = IndexSpec()
+
+
+def build_index(vectors: np.ndarray, spec: IndexSpec = DEFAULT_SPEC):  # -> faiss.Index
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)

@@ -23,7 +23,7 @@ from simrec.codec import decode_png
 from simrec.embedding import EmbeddingModel, file_sha256
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
-from simrec.index import IndexSpec, build_index, load_index, save_index, search
+from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
 
 FORMAT = 1
 MODEL_FILE = "embedding.keras"
@@ -109,18 +109,22 @@ class Recommender:
             raise InputError(f"unknown item_id {item_id!r}")
         return bytes(self.items["image"].iat[int(self.rows[item_id])])
 
+    def smoke_answers(self, item_id: str) -> dict[str, list[str]]:
+        """The top-k item ids for a catalogue item, asked by item and by its image."""
+        pixels = decode_png(self.image(item_id))[None]
+        return {
+            "by_item": [n.item_id for n in self.similar_to_items([item_id], SMOKE_K)[0]],
+            "by_image": [n.item_id for n in self.similar_to_pixels(pixels, SMOKE_K)[0]],
+        }
+
     def check_smoke_queries(self) -> list[str]:
         """Differences between this package's answers now and the answers recorded when it was built."""
         problems = []
         for query in self.manifest["smoke_queries"]:
-            expected = query["expected"]
-            by_item = [n.item_id for n in self.similar_to_items([query["item_id"]], SMOKE_K)[0]]
-            pixels = decode_png(self.image(query["item_id"]))[None]
-            by_image = [n.item_id for n in self.similar_to_pixels(pixels, SMOKE_K)[0]]
-            if by_item != expected["by_item"]:
-                problems.append(f"item {query['item_id']}: {by_item} != {expected['by_item']}")
-            if by_image != expected["by_image"]:
-                problems.append(f"image of {query['item_id']}: {by_image} != {expected['by_image']}")
+            answers = self.smoke_answers(query["item_id"])
+            for way, expected in query["expected"].items():
+                if answers[way] != expected:
+                    problems.append(f"{query['item_id']} {way}: {answers[way]} != {expected}")
         return problems
 
 
@@ -129,7 +133,7 @@ def write_package(
     model_file: Path,
     items: pd.DataFrame,
     vectors: np.ndarray,
-    spec: IndexSpec = IndexSpec(),
+    spec: IndexSpec = DEFAULT_SPEC,
     smoke_items: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
@@ -152,18 +156,7 @@ def write_package(
     write_json_atomic(folder / MANIFEST_FILE, manifest)
     recommender = Recommender(folder)
     manifest["smoke_queries"] = [
-        {
-            "item_id": item,
-            "expected": {
-                "by_item": [n.item_id for n in recommender.similar_to_items([item], SMOKE_K)[0]],
-                "by_image": [
-                    n.item_id
-                    for n in recommender.similar_to_pixels(
-                        decode_png(recommender.image(item))[None], SMOKE_K
-                    )[0]
-                ],
-            },
-        }
+        {"item_id": item, "expected": recommender.smoke_answers(item)}
         for item in (smoke_items or list(items["item_id"].iloc[:3]))
     ]
     write_json_atomic(folder / MANIFEST_FILE, manifest)
