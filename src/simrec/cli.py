@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
+    "evaluate": ("simrec.steps.evaluate:main", "step: retrieval metrics, ANN index, package, blessing gate"),
 }
 
 

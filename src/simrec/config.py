@@ -85,6 +85,21 @@ class TrainConfig(_Section):
     checkpoint_pvc: str | None = Field(
         None, description="PersistentVolumeClaim mounted at storage.checkpoint_root for the train task"
     )
+    exclude_classes: str = Field(
+        "",
+        pattern=r"^(\d(,\d)*)?$",
+        description="classes left out of training, e.g. 2,4,6; evaluate reports retrieval among them",
+    )
+
+
+class EvaluateConfig(_Section):
+    """The blessing gate: bless when test recall@1 >= min_recall_at_1 and not below the champion's by more
+    than max_regression."""
+
+    model_name: str = Field("simrec", min_length=1, description="the registered model in MLflow")
+    gate_mode: Literal["enabled", "dry-run", "disabled"] = "enabled"
+    min_recall_at_1: float = Field(0.0, ge=0.0, le=1.0)
+    max_regression: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class TuneConfig(_Section):
@@ -107,6 +122,7 @@ class SimrecConfig(_Section):
     ingest: IngestConfig
     train: TrainConfig = TrainConfig()
     tune: TuneConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -18,6 +18,17 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert "ingest       succeeded" in first.stdout
     assert "tune         succeeded" in first.stdout
     assert "train        succeeded" in first.stdout
+    assert "evaluate     succeeded" in first.stdout
+    evaluation = json.loads((tmp_path / "runs" / "one" / "evaluate" / "evaluation").read_text())
+    assert evaluation["gate"]["blessed"] is True  # the smoke profile's minimum is 0
+    assert 0.5 < evaluation["metrics"]["recall_at_1"] <= 1.0  # 10 distinct generated patterns
+    assert (tmp_path / "runs" / "one" / "evaluate" / "package" / "index.faiss").exists()
+    assert "<h2>similar items</h2>" in (tmp_path / "runs" / "one" / "evaluate" / "report").read_text()
+    executor_output = json.loads(
+        (tmp_path / "runs" / "one" / "evaluate" / "executor_output.json").read_text()
+    )
+    published = executor_output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+    assert published["recall_at_1"] == evaluation["metrics"]["recall_at_1"]
     tuning = json.loads((tmp_path / "runs" / "one" / "tune" / "summary").read_text())
     assert (tuning["trials"], tuning["parallelism"]) == (2, 2)  # the smoke profile's search
     best = json.loads((tmp_path / "runs" / "one" / "tune" / "best_params").read_text())
@@ -41,6 +52,7 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert not (tmp_path / "lake" / "train" / "_delta_log" / "00000000000000000001.json").exists()
     assert "tune         cached" in second.stdout
     assert "train        cached" in second.stdout
+    assert "evaluate     cached" in second.stdout
     assert not (tmp_path / "runs" / "two" / "train").exists()
 
 
@@ -75,6 +87,7 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
     assert "ingest       failed" in result.stdout
     assert "tune         skipped" in result.stdout
     assert "train        skipped" in result.stdout
+    assert "evaluate     skipped" in result.stdout
     assert "train-images-idx3-ubyte.gz: file not found" in result.stdout
 
 

@@ -100,6 +100,19 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     best = spec["root"]["dag"]["tasks"]["train"]["inputs"]["artifacts"]["best_params"]["taskOutputArtifact"]
     assert best == {"producerTask": "tune", "outputArtifactKey": "best_params"}
 
+    evaluate = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]
+    assert evaluate["command"] == ["simrec", "evaluate"] and evaluate["args"][-1] == "{{$}}"
+    evaluate_task = spec["root"]["dag"]["tasks"]["evaluate"]
+    assert evaluate_task["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "train"
+    outputs = spec["components"]["comp-evaluate"]["outputDefinitions"]
+    assert outputs["artifacts"]["metrics"]["artifactType"]["schemaTitle"] == "system.Metrics"
+    assert outputs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
+    assert outputs["parameters"]["blessed"]["parameterType"] == "BOOLEAN"
+    assert parameters["min_recall_at_1"]["defaultValue"] == config.evaluate.min_recall_at_1 == 0.9
+    for task in ("train", "evaluate"):  # one pipeline parameter: evaluate measures what train left out
+        wiring = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]["exclude_classes"]
+        assert wiring == {"componentInputParameter": "exclude_classes"}
+
 
 def test_embedded_profile_has_no_gpu_settings(tmp_path) -> None:
     spec, _ = yaml.safe_load_all(compile_pipeline(load_config("embedded"), tmp_path / "p.yaml").read_text())

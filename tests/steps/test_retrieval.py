@@ -1,6 +1,13 @@
 import numpy as np
 
-from simrec.retrieval import recall_at_k, top_k
+from simrec.retrieval import (
+    map_at_k,
+    per_class_recall,
+    precision_at_k,
+    recall_at_k,
+    retrieval_metrics,
+    top_k,
+)
 
 
 def test_top_k_matches_brute_force_and_excludes_self() -> None:
@@ -19,3 +26,25 @@ def test_recall_at_k() -> None:
     queries = np.array([6, 6, 9])
     assert recall_at_k(neighbours, queries, gallery_labels, 1) == 1 / 3
     assert recall_at_k(neighbours, queries, gallery_labels, 2) == 2 / 3
+
+
+def test_metrics_on_a_hand_computed_case() -> None:
+    # Gallery labels by index: 0:A 1:A 2:B 3:B 4:A (3 A items, 2 B items).
+    gallery_labels = np.array([0, 0, 1, 1, 0])
+    query_labels = np.array([0, 1])
+    # Query A ranks: A, B, A  -> hits 1,0,1; query B ranks: A, A, B -> hits 0,0,1.
+    neighbours = np.array([[0, 2, 1], [0, 4, 3]])
+    assert recall_at_k(neighbours, query_labels, gallery_labels, 1) == 0.5
+    assert recall_at_k(neighbours, query_labels, gallery_labels, 3) == 1.0
+    assert precision_at_k(neighbours, query_labels, gallery_labels, 3) == (2 / 3 + 1 / 3) / 2
+    # AP@3 for A: (1/1 + 2/3) / min(3, 3) = 5/9; for B: (1/3) / min(3, 2) = 1/6.
+    assert abs(map_at_k(neighbours, query_labels, gallery_labels, 3) - (5 / 9 + 1 / 6) / 2) < 1e-12
+    metrics = retrieval_metrics(neighbours, query_labels, gallery_labels, recall_ks=(1, 3), k=3)
+    assert metrics["recall_at_1"] == 0.5 and metrics["recall_at_3"] == 1.0
+    assert per_class_recall(neighbours, query_labels, gallery_labels, 1) == {0: 1.0, 1: 0.0}
+
+
+def test_map_is_one_for_perfect_rankings_and_zero_without_hits() -> None:
+    gallery_labels = np.array([0, 0, 1, 1])
+    assert map_at_k(np.array([[0, 1], [2, 3]]), np.array([0, 1]), gallery_labels, 2) == 1.0
+    assert map_at_k(np.array([[2, 3]]), np.array([0]), gallery_labels, 2) == 0.0

@@ -22,7 +22,10 @@ def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) ->
         tmp_path / "ckpt",
         workers=2,
         git_sha="abc123",
+        exclude_classes=(2, 4),
     )
+    # 600 generated items, 10 classes in equal shares: classes 2 and 4 (120 items) never reach training.
+    assert summary["train_rows"] + summary["validation_rows"] == 480
     history = summary["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert history[1]["train_loss"] < history[0]["train_loss"]
@@ -32,6 +35,7 @@ def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) ->
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
     run = mlflow.get_run(summary["mlflow_run_id"])
     assert run.data.params["workers"] == "2" and run.data.params["architecture"] == "seed"
+    assert run.data.params["exclude_classes"] == "2,4"
     assert run.data.tags["simrec.git_sha"] == "abc123"
     assert run.data.tags["simrec.delta.train.version"] == "0"
     curve = mlflow.MlflowClient().get_metric_history(run.info.run_id, "train_loss")
@@ -54,3 +58,16 @@ def test_bad_lineage_file_is_named(tmp_path) -> None:
         path.write_text(text)
         with pytest.raises(InputError, match="not an ingest lineage file"):
             read_lineage(path)
+
+
+def test_excluded_classes_are_checked() -> None:
+    from simrec.data.fashion_mnist import parse_classes
+
+    assert parse_classes("6, 2,4") == (2, 4, 6) and parse_classes("") == ()
+    for text, message in (
+        ("2;4", "comma-separated"),
+        ("12", "class 12 does not exist"),
+        ("0,1,2,3,4,5,6,7,8", "too few"),
+    ):
+        with pytest.raises(InputError, match=message):
+            parse_classes(text)

@@ -42,6 +42,24 @@ LABEL_NAMES = (
 )
 
 
+def parse_classes(text: str) -> tuple[int, ...]:
+    """A comma-separated list of class labels ('2,4,6'; '' for none), sorted and checked."""
+    try:
+        labels = {int(part) for part in text.split(",") if part.strip()}
+    except ValueError as exc:
+        raise DataError(f"classes must be comma-separated integers like 2,4,6, got {text!r}") from exc
+    invalid = sorted(label for label in labels if not 0 <= label < len(LABEL_NAMES))
+    if invalid:
+        raise DataError(f"class {invalid[0]} does not exist; classes are 0..{len(LABEL_NAMES) - 1}")
+    if len(labels) >= len(LABEL_NAMES) - 1:
+        raise DataError(f"excluding {len(labels)} of {len(LABEL_NAMES)} classes leaves too few to learn from")
+    return tuple(sorted(labels))
+
+
+def format_classes(labels: tuple[int, ...]) -> str:
+    return ",".join(map(str, labels))
+
+
 def expected_checksums(spec: str) -> dict[str, str] | None:
     """'official' -> the release's checksums; 'none' -> no check; otherwise a JSON file name -> sha256."""
     if spec == "official":

@@ -17,7 +17,7 @@ from simrec.errors import InputError
 from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
 
 PIPELINE_NAME = "simrec"
-STEPS = ("ingest", "tune", "train")
+STEPS = ("ingest", "tune", "train", "evaluate")
 # Kubernetes Secrets the cluster provides (charts/); embedded runs ignore platform settings.
 OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -55,6 +55,7 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     ingest_op = load_step("ingest", components_dir)
     tune_op = load_step("tune", components_dir)
     train_op = load_step("train", components_dir)
+    evaluate_op = load_step("evaluate", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
     def simrec_pipeline(
@@ -71,6 +72,11 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         parallelism: int,
         trial_epochs: int,
         tune_data_fraction: float,
+        exclude_classes: str,
+        model_name: str,
+        gate_mode: str,
+        min_recall_at_1: float,
+        max_regression: float,
         git_sha: str = "unknown",
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
@@ -101,6 +107,7 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             epochs=epochs,
             architecture=architecture,
             batch_size=batch_size,
+            exclude_classes=exclude_classes,
             checkpoint_dir=f"{checkpoint_root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
             git_sha=git_sha,
         )
@@ -117,6 +124,20 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             kubernetes.add_toleration(
                 train, key=config.train.accelerator, operator="Exists", effect="NoSchedule"
             )
+
+        evaluate = evaluate_op(
+            lineage=ingest.outputs["lineage"],
+            model=train.outputs["model"],
+            lake_uri=lake_uri,
+            exclude_classes=exclude_classes,
+            model_name=model_name,
+            gate_mode=gate_mode,
+            min_recall_at_1=min_recall_at_1,
+            max_regression=max_regression,
+            git_sha=git_sha,
+        )
+        _spark_env(evaluate, config)
+        _mlflow_env(evaluate, config)
 
     return simrec_pipeline
 
@@ -137,6 +158,11 @@ def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
         "parallelism": config.tune.parallelism,
         "trial_epochs": config.tune.trial_epochs,
         "tune_data_fraction": config.tune.data_fraction,
+        "exclude_classes": config.train.exclude_classes,
+        "model_name": config.evaluate.model_name,
+        "gate_mode": config.evaluate.gate_mode,
+        "min_recall_at_1": config.evaluate.min_recall_at_1,
+        "max_regression": config.evaluate.max_regression,
     }
 
 

@@ -15,7 +15,9 @@ from typing import Any
 
 import mlflow
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
+from simrec.data.fashion_mnist import format_classes, parse_classes
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
@@ -62,8 +64,11 @@ def train(
     resume: bool = False,
     experiment: str = DEFAULT_EXPERIMENT,
     git_sha: str = "unknown",
+    exclude_classes: tuple[int, ...] = (),
 ) -> dict[str, Any]:
-    """Trains with `workers` Horovod ranks and returns the training summary (also written to model_dir)."""
+    """Trains with `workers` Horovod ranks and returns the training summary (also written to model_dir).
+    Items of `exclude_classes` are left out of training and validation (evaluate then measures how the
+    model retrieves categories it never saw)."""
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter
 
@@ -73,7 +78,10 @@ def train(
         raise InputError(f"workers must be at least 1, got {workers}")
     started = time.perf_counter()
     table = lineage["tables"]["train"]
-    train_frame, validation_frame = split(read_table(spark, table), validation_fraction)
+    catalogue = read_table(spark, table)
+    if exclude_classes:
+        catalogue = catalogue.where(~F.col("label").isin(list(exclude_classes)))
+    train_frame, validation_frame = split(catalogue, validation_fraction)
     validation = Arrays.collect(validation_frame)
     train_rows = train_frame.count()
     steps_per_epoch = train_rows // (params.batch_size * workers)
@@ -92,7 +100,12 @@ def train(
         write_json_atomic(run_file, {"run_id": run.info.run_id})
         if not resumed_run:
             mlflow.log_params(
-                params.model_dump() | {"workers": workers, "validation_fraction": validation_fraction}
+                params.model_dump()
+                | {
+                    "workers": workers,
+                    "validation_fraction": validation_fraction,
+                    "exclude_classes": format_classes(exclude_classes),
+                }
             )
             mlflow.set_tags(lineage_tags(lineage, git_sha) | {"simrec.step": "train"})
         log.info(
@@ -131,6 +144,7 @@ def train(
             "mlflow_run_id": run.info.run_id,
             "params": params.model_dump(),
             "workers": workers,
+            "exclude_classes": list(exclude_classes),
             "train_rows": train_rows,
             "validation_rows": len(validation),
             "table": table,
@@ -169,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         hyper.add_argument(_flag(name), type=kind, help=f"default {spec.default}")
     parser.add_argument("--workers", type=int, default=1, help="Horovod ranks")
     parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--exclude-classes", default="", help="labels left out of training, e.g. 2,4,6")
     parser.add_argument("--checkpoint-dir", type=Path, required=True)
     parser.add_argument("--resume", type=_bool, default=False, help="continue from the last checkpoint")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
@@ -198,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         resume=args.resume,
         experiment=args.experiment,
         git_sha=args.git_sha,
+        exclude_classes=parse_classes(args.exclude_classes),
     )
     last = summary["history"][-1]
     print(

@@ -1,0 +1,100 @@
+"""The evaluate step on small generated data: Spark batch embedding into Delta, metrics against an
+independent computation, the recommender package, the report, the gate."""
+
+import json
+
+import numpy as np
+import pytest
+from deltalake import DeltaTable
+from packages import embedding_model_file
+
+from simrec.codec import decode_png
+from simrec.errors import InputError
+from simrec.evaluate.gate import GateSettings, decide
+from simrec.recommender import Recommender
+from simrec.retrieval import recall_at_k, top_k
+from simrec.steps.evaluate import evaluate
+from simrec.steps.train import read_lineage
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("model")
+    embedding_model_file(folder, seed=1)
+    (folder / "training.json").write_text(json.dumps({"mlflow_run_id": "run-x", "params": {"epochs": 1}}))
+    return folder
+
+
+def _pixels_and_labels(uri: str) -> tuple[np.ndarray, np.ndarray]:
+    frame = DeltaTable(uri).to_pandas().sort_values("item_id")
+    pixels = np.stack([decode_png(png) for png in frame["image"]]).reshape(len(frame), -1).astype(np.float32)
+    return pixels / np.linalg.norm(pixels, axis=1, keepdims=True), frame["label"].to_numpy()
+
+
+def test_evaluate_measures_packages_and_reports(spark, lineage_file, model_dir, tracking, tmp_path) -> None:
+    lineage = read_lineage(lineage_file)
+    lake = str(tmp_path / "lake")
+    gate = GateSettings("enabled", min_recall_at_1=0.0)
+    evaluation, page = evaluate(
+        spark, lineage, model_dir, lake, tmp_path / "package", gate=gate, exclude_classes=(2, 4)
+    )
+    metrics = evaluation["metrics"]
+    for name in ("recall_at_1", "recall_at_5", "recall_at_10", "precision_at_10", "map_at_10"):
+        for prefix in ("", "pixels_", "unseen_", "pixels_unseen_"):
+            assert 0.0 <= metrics[prefix + name] <= 1.0, prefix + name
+    assert "champion_recall_at_1" not in metrics  # nothing registered yet
+
+    # Raw-pixel recall@1 recomputed from the Delta files by an independent reader (delta-rs).
+    train_pixels, train_labels = _pixels_and_labels(lineage["tables"]["train"]["uri"])
+    test_pixels, test_labels = _pixels_and_labels(lineage["tables"]["test"]["uri"])
+    expected = recall_at_k(top_k(test_pixels, train_pixels, 1), test_labels, train_labels, 1)
+    assert metrics["pixels_recall_at_1"] == pytest.approx(expected)
+    unseen_train, unseen_test = np.isin(train_labels, (2, 4)), np.isin(test_labels, (2, 4))
+    neighbours = top_k(test_pixels[unseen_test], train_pixels[unseen_train], 1)
+    expected = recall_at_k(neighbours, test_labels[unseen_test], train_labels[unseen_train], 1)
+    assert metrics["pixels_unseen_recall_at_1"] == pytest.approx(expected)
+
+    # Every catalogue item embedded once, by Spark, into the embeddings table; the package indexes all.
+    embeddings = spark.read.format("delta").load(evaluation["embeddings"]["uri"]).toPandas()
+    assert len(embeddings) == 700 and set(embeddings["model_id"]) == {evaluation["model_id"]}
+    recommender = Recommender(tmp_path / "package")
+    assert len(recommender.items) == 700 and recommender.check_smoke_queries() == []
+    assert metrics["ann_recall_loss_at_10"] <= 0.01
+    assert evaluation["gate"]["blessed"] is True and evaluation["gate"]["champion"] is None
+    for picture in ("similar items", "embedding map", "metrics"):
+        assert f"<h2>{picture}</h2>" in page
+    assert page.count("data:image/png;base64,") >= 4
+    assert evaluation["segments"]["points"] == 100
+
+    # Same model, same data: no embedding is computed again and the table keeps its version.
+    again, _ = evaluate(spark, lineage, model_dir, lake, tmp_path / "package2", gate=gate)
+    assert again["embeddings"]["version"] == evaluation["embeddings"]["version"]
+    assert again["metrics"]["recall_at_1"] == pytest.approx(metrics["recall_at_1"])
+
+
+def test_gate_refuses_worse_and_accepts_better() -> None:
+    gate = GateSettings("enabled", min_recall_at_1=0.8, max_regression=0.01)
+    champion = {"version": "3", "recall_at_1": 0.9}
+    assert decide(gate, 0.95, champion)["blessed"] is True
+    assert decide(gate, 0.895, champion)["blessed"] is True  # within the allowed regression
+    worse = decide(gate, 0.85, champion)
+    assert worse["blessed"] is False and "champion v3" in worse["reasons"][1]
+    below = decide(gate, 0.7, None)
+    assert below["blessed"] is False and "no champion" in below["reasons"][1]
+    assert decide(gate, 0.81, None)["blessed"] is True
+    assert decide(GateSettings("disabled", 0.99), 0.1, champion)["blessed"] is True
+    dry = decide(GateSettings("dry-run", 0.8), 0.7, None)
+    assert dry["blessed"] is False and dry["mode"] == "dry-run"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (("sometimes", 0.5, 0.0), "gate mode"),
+        (("enabled", 1.5, 0.0), "minimum"),
+        (("enabled", 0.5, -1), "regr"),
+    ],
+)
+def test_bad_gate_settings_are_refused(settings, message) -> None:
+    with pytest.raises(InputError, match=message):
+        GateSettings(*settings)
