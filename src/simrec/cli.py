@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
+    "validate": ("simrec.steps.validate:main", "step: the package as an MLflow pyfunc, loaded and queried"),
+    "register": ("simrec.steps.register:main", "step: the validated model as a new registered version"),
+    "lineage": ("simrec.model_lineage:main", "print a registered version's chain back to data and code"),
 }
 
 
