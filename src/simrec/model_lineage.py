@@ -38,7 +38,7 @@ def describe(ref: str) -> dict[str, Any]:
             training["missing"] = True  # deleted, or another store: the version's tags still say enough
     return {
         "name": version.name,
-        "version": version.version,
+        "version": str(version.version),
         "aliases": aliases(version),
         "description": version.description or "",
         "model_id": tags.get("simrec.model_id"),

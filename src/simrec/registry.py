@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 DIGEST_TAG = "simrec.validation.digest"  # the validated pyfunc folder's folder_sha256
+# MLflow writes this file next to a model it loads through a models:/ URI - on a local store into the
+# stored model itself - so it is not part of what was validated.
+MLFLOW_ADDED_FILES = ("registered_model_meta",)
 
 _NAME = r"[A-Za-z0-9][\w.\-]*"
 _REF = re.compile(rf"^(?:models:/)?(?P<name>{_NAME})(?:@(?P<alias>[A-Za-z][\w\-]*)|/(?P<version>[1-9]\d*))$")
@@ -103,9 +106,14 @@ def download_model(version: ModelVersion, dst: Path) -> Path:
     location = client().get_model_version_download_uri(version.name, version.version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(target)))
     expected = (version.tags or {}).get(DIGEST_TAG)
-    if expected and folder_sha256(local) != expected:
+    if expected and stored_digest(local) != expected:
         raise PackageError(f"{model_uri(version)}: the stored model differs from the validated one")
     return local
+
+
+def stored_digest(model_folder: Path) -> str:
+    """The digest of a model folder as validate computed it, whatever MLflow added since."""
+    return folder_sha256(model_folder, ignore=MLFLOW_ADDED_FILES)
 
 
 def package_folder(model_folder: Path) -> Path:

@@ -30,6 +30,7 @@ from simrec.registry import (
     download_model,
     model_uri,
     package_folder,
+    stored_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,7 @@ def register(
             f"training run {training_run_id} (from the evaluation) is not in this store"
         ) from exc
     previous = champion(model_name)
-    previous_version = previous.version if previous else None
+    previous_version = str(previous.version) if previous else None  # MLflow gives int or str
     promote, decision = promotion(evaluation.gate, previous_version)
     tags = version_tags(evaluation, validation, git_sha, pipeline_run_id)
     run_tags = {"simrec.step": "register", "simrec.training_run_id": training_run_id}
@@ -204,7 +205,7 @@ def register(
         mlflow.finalize_logged_model(logged.model_id, "READY")
         mlflow.log_metrics(evaluation.metrics, model_id=logged.model_id)
         version = mlflow.register_model(f"models:/{logged.model_id}", model_name, tags=tags)
-    number = version.version
+    number = str(version.version)
     registry.set_model_version_tag(model_name, number, "simrec.promotion", decision)
     registry.set_model_version_tag(model_name, number, "simrec.previous_champion", previous_version or "")
     registry.set_registered_model_alias(model_name, CHALLENGER, number)
@@ -246,7 +247,7 @@ def _check_round_trip(version, digest: str) -> None:
 
     with tempfile.TemporaryDirectory(prefix="simrec-register-") as scratch:
         downloaded = download_model(version, Path(scratch))
-        if folder_sha256(downloaded) != digest:  # download_model checks too; this keeps the step honest
+        if stored_digest(downloaded) != digest:  # download_model checks too; this keeps the step honest
             raise InputError(f"{model_uri(version)}: the registry returned a different folder")
     mlflow.pyfunc.load_model(f"models:/{version.name}@{CHALLENGER}")
 
