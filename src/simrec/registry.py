@@ -118,9 +118,13 @@ def stored_digest(model_folder: Path) -> str:
 
 def package_folder(model_folder: Path) -> Path:
     """The recommender package inside a pyfunc folder, where its MLmodel says the artifact is."""
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    flavor = Model.load(str(model_folder)).flavors.get("python_function", {})
+    try:
+        flavor = Model.load(str(model_folder)).flavors.get("python_function", {})
+    except (MlflowException, OSError) as exc:
+        raise PackageError(f"{model_folder}: not an MLflow model ({exc})") from exc
     relative = flavor.get("artifacts", {}).get(PACKAGE_ARTIFACT, {}).get("path")
     package = model_folder / relative if relative else None
     if package is None or not all((package / name).is_file() for name in PACKAGE_FILES):
