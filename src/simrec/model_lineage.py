@@ -49,6 +49,7 @@ def describe(ref: str) -> dict[str, Any]:
         "training_params": _under(tags, "simrec.train."),
         "tables": tables,
         "sources": sources,
+        "embeddings": _under(tags, "simrec.embeddings."),
         "git_sha": tags.get("simrec.git_sha"),
         "pipeline_run_id": tags.get("simrec.pipeline_run_id"),
     }
@@ -77,6 +78,9 @@ def render(lineage: dict[str, Any]) -> str:
     for name, table in sorted(lineage["tables"].items()):
         rows = f"  {table['rows']} rows" if "rows" in table else ""
         lines.append(f"  {name:<12} {table.get('uri')}  version {table.get('version')}{rows}")
+    if lineage["embeddings"]:
+        embeddings = lineage["embeddings"]
+        lines.append(f"  {'embeddings':<12} {embeddings.get('uri')}  version {embeddings.get('version')}")
     lines.append("source files")
     lines += [f"  {name}  sha256 {digest}" for name, digest in sorted(lineage["sources"].items())]
     lines.append(f"git sha        {lineage['git_sha']}")

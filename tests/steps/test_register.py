@@ -109,6 +109,7 @@ def test_a_blessed_first_model_becomes_champion_with_its_lineage(tracking, valid
     assert "/lake/train  version 4  600 rows" in printed and "/lake/test  version 2" in printed
     assert f"training run   {run_id}" in printed
     assert "epochs=2" in printed and "val_recall_at_1=0.71" in printed
+    assert "embeddings   /lake/embeddings  version 1" in printed
     assert "train-images-idx3-ubyte.gz  sha256 " + "1" * 64 in printed
     assert "git sha        0a1b2c3d" in printed and "pipeline run   simrec-20261127-120000" in printed
 
