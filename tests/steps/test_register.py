@@ -33,7 +33,7 @@ def validated(tmp_path_factory) -> tuple[Path, Path, str]:
     return root / "validate" / "model", root / "validate" / "validation", model_id
 
 
-def _register(validated, tmp_path: Path, name: str = "simrec", **gate) -> dict:
+def _register(validated, tmp_path: Path, name: str = "simrec", experiment: str = "simrec", **gate) -> dict:
     """The step's command line, in this process; returns its registered output."""
     model, validation, model_id = validated
     outputs = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
@@ -43,8 +43,8 @@ def _register(validated, tmp_path: Path, name: str = "simrec", **gate) -> dict:
     simrec(
         ["register", "--model", str(model), "--evaluation", str(evaluation_file), "--validation",
          str(validation), "--model-name", name, "--git-sha", "0a1b2c3d", "--pipeline-run-id",
-         "simrec-20261127-120000", "--registered-out", str(outputs / "registered"),
-         "--version-out", str(outputs / "version")]
+         "simrec-20261127-120000", "--experiment", experiment,
+         "--registered-out", str(outputs / "registered"), "--version-out", str(outputs / "version")]
     )  # fmt: skip
     registered = json.loads((outputs / "registered").read_text())
     assert (outputs / "version").read_text() == str(registered["version"])
@@ -115,8 +115,14 @@ def test_a_blessed_first_model_becomes_champion_with_its_lineage(tracking, valid
 
 
 def test_an_unblessed_model_is_challenger_and_the_champion_stays(tracking, validated, tmp_path) -> None:
+    import mlflow
+
     run_id = training_run()
-    _register(validated, tmp_path, run_id=run_id)
+    # an experiment of its own, created by register: the run still names the training run
+    first = _register(validated, tmp_path, experiment="simrec-registry", run_id=run_id)
+    register_run = mlflow.get_run(first["mlflow_run_id"])
+    assert register_run.data.tags["simrec.training_run_id"] == run_id
+    assert "mlflow.parentRunId" not in register_run.data.tags  # the UI nests runs of one experiment only
     second = _register(
         validated, tmp_path, run_id=run_id, blessed=False, champion="1", reasons=["recall fell"]
     )

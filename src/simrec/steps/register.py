@@ -190,10 +190,14 @@ def register(
     promote, decision = promotion(evaluation.gate, previous_version)
     tags = version_tags(evaluation, validation, git_sha, pipeline_run_id)
     run_tags = {"simrec.step": "register", "simrec.training_run_id": training_run_id}
-    if training_run.info.experiment_id == mlflow.get_experiment_by_name(experiment).experiment_id:
-        run_tags["mlflow.parentRunId"] = training_run_id  # shows as the training run's child in the UI
     with start_run(experiment, run_name="register", tags=run_tags) as run:
+        if run.info.experiment_id == training_run.info.experiment_id:
+            # A finished run cannot be a live parent (start_run(parent_run_id=…) needs an active one);
+            # the tag is what nesting is, and the UI shows register as the training run's child.
+            mlflow.set_tag("mlflow.parentRunId", training_run_id)
         mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith("simrec.train.")})
+        mlflow.log_dict(evaluation.model_dump(), "evaluation.json")
+        mlflow.log_dict(validation, "validation.json")
         logged = mlflow.initialize_logged_model(
             name=model_name,
             source_run_id=run.info.run_id,
