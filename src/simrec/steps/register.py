@@ -26,10 +26,12 @@ from simrec.registry import (
     CHALLENGER,
     CHAMPION,
     DIGEST_TAG,
+    aliases,
     champion,
     download_model,
     model_uri,
     package_folder,
+    resolve,
     stored_digest,
 )
 
@@ -195,6 +197,7 @@ def register(
             # A finished run cannot be a live parent (start_run(parent_run_id=…) needs an active one);
             # the tag is what nesting is, and the UI shows register as the training run's child.
             mlflow.set_tag("mlflow.parentRunId", training_run_id)
+        # the training parameters are the training run's own; the rest is searchable on this run too
         mlflow.set_tags({k: v for k, v in tags.items() if not k.startswith("simrec.train.")})
         mlflow.log_dict(evaluation.model_dump(), "evaluation.json")
         mlflow.log_dict(validation, "validation.json")
@@ -210,6 +213,8 @@ def register(
         mlflow.log_metrics(evaluation.metrics, model_id=logged.model_id)
         version = mlflow.register_model(f"models:/{logged.model_id}", model_name, tags=tags)
     number = str(version.version)
+    # Before any alias moves: a version that does not come back intact, or does not load, stays unaliased.
+    _check_round_trip(registry.get_model_version(model_name, number), validation["digest"])
     registry.set_model_version_tag(model_name, number, "simrec.promotion", decision)
     registry.set_model_version_tag(model_name, number, "simrec.previous_champion", previous_version or "")
     registry.set_registered_model_alias(model_name, CHALLENGER, number)
@@ -227,11 +232,13 @@ def register(
         ),
     )
     registered = registry.get_model_version(model_name, number)
-    _check_round_trip(registered, validation["digest"])
+    for alias in (CHALLENGER, CHAMPION) if promote else (CHALLENGER,):
+        if str(resolve(f"{model_name}@{alias}").version) != number:
+            raise InputError(f"models:/{model_name}@{alias} does not resolve to version {number}")
     record = {
         "name": model_name,
         "version": int(number),
-        "aliases": sorted(registry.get_model_version(model_name, number).aliases),
+        "aliases": aliases(registered),
         "model_uri": model_uri(registered),
         "champion_uri": f"models:/{model_name}@{CHAMPION}",
         "model_id": evaluation.model_id,
@@ -246,14 +253,14 @@ def register(
 
 
 def _check_round_trip(version, digest: str) -> None:
-    """The registry hands back exactly the validated folder, and MLflow loads it by alias."""
+    """The registry hands back exactly the validated folder, and MLflow loads it from the registry."""
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="simrec-register-") as scratch:
         downloaded = download_model(version, Path(scratch))
         if stored_digest(downloaded) != digest:  # download_model checks too; this keeps the step honest
             raise InputError(f"{model_uri(version)}: the registry returned a different folder")
-    mlflow.pyfunc.load_model(f"models:/{version.name}@{CHALLENGER}")
+    mlflow.pyfunc.load_model(model_uri(version))
 
 
 def build_parser() -> argparse.ArgumentParser:
