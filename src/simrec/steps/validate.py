@@ -100,7 +100,7 @@ def _sample_requests(package: Path) -> tuple[pd.DataFrame, list[dict[str, Any]]]
 
 def validate(package: Path, model_out: Path, lock: Path) -> dict[str, Any]:
     """Saves the pyfunc to model_out and checks it in this process; returns the validation record.
-    Raises ValidationFailed (and leaves model_out empty) when any check fails."""
+    Raises ValidationFailed (and leaves no model_out) when any check fails."""
     import mlflow
 
     _package_files_present(package)
@@ -132,6 +132,9 @@ def validate(package: Path, model_out: Path, lock: Path) -> dict[str, Any]:
     model_out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".simrec-validate-", dir=model_out.parent))
     shutil.copytree(package, staging / PACKAGE_ARTIFACT, copy_function=_link_or_copy)
+    # Not code_paths: every process that loads this model (validate, serve, register's check) has already
+    # imported the installed simrec, and MLflow only prepends code/ to sys.path, so a bundled copy would be
+    # shadowed - shipped but never run. The code that answers is the image's; the pins name that image.
     try:
         check(
             "save pyfunc",
@@ -142,9 +145,6 @@ def validate(package: Path, model_out: Path, lock: Path) -> dict[str, Any]:
                 signature=signature(),
                 input_example=(example, {"k": SMOKE_K}),
                 pip_requirements=pins,
-                # Not code_paths: every process that loads this model (validate, serve, register's check)
-                # has already imported the installed simrec, which would shadow a bundled copy; the code
-                # that answers is the image's, and the pins above name that image's environment.
                 metadata={"simrec_model_id": model_id},
             ),
         )
