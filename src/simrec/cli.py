@@ -20,6 +20,9 @@ SUBCOMMANDS = {
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
     "evaluate": ("simrec.steps.evaluate:main", "step: retrieval metrics, ANN index, package, blessing gate"),
+    "validate": ("simrec.steps.validate:main", "step: the package as an MLflow pyfunc, loaded and queried"),
+    "register": ("simrec.steps.register:main", "step: the validated model as a new registered version"),
+    "lineage": ("simrec.model_lineage:main", "print a registered version's chain back to data and code"),
 }
 
 

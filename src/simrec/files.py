@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -29,3 +30,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
     with atomic_write(path, "w") as out:
         json.dump(data, out, indent=2, sort_keys=True)
         out.write("\n")
+
+
+def folder_sha256(folder: Path, ignore: Collection[str] = ()) -> str:
+    """Content digest of a folder: every file's relative path and bytes, in sorted order (except the
+    relative paths in `ignore`). Equal digests mean byte-identical trees, whatever the file times or the
+    folder's location."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = file.relative_to(folder).as_posix()
+        if relative in ignore:
+            continue
+        digest.update(relative.encode() + b"\0")
+        with file.open("rb") as data:
+            file_digest = hashlib.sha256()
+            for block in iter(lambda: data.read(1 << 20), b""):
+                file_digest.update(block)
+        digest.update(file_digest.digest())
+    return digest.hexdigest()

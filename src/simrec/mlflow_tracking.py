@@ -1,4 +1,4 @@
-"""The one place simrec talks to MLflow: experiment selection and run tagging conventions.
+"""The one place simrec talks to MLflow: experiment selection, the client, and tagging conventions.
 
 MLflow is imported inside the functions: the control environment (no MLflow) shares the constants."""
 
@@ -9,11 +9,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import mlflow
+    from mlflow import MlflowClient
 
 DEFAULT_EXPERIMENT = "simrec"
 
 
 ARTIFACT_ROOT_ENV = "SIMREC_MLFLOW_ARTIFACT_ROOT"
+
+
+def client() -> MlflowClient:
+    """A client of the store MLFLOW_TRACKING_URI names; its model registry is the same store."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return mlflow.MlflowClient()
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 def start_run(experiment: str, run_id: str | None = None, **kwargs: Any) -> mlflow.ActiveRun:

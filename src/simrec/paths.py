@@ -23,3 +23,9 @@ def components_dir() -> Path:
 def envs_dir() -> Path:
     """The local environments standing for the images in embedded runs."""
     return _folder("SIMREC_ENVS_DIR", ".envs")
+
+
+def serve_lock() -> Path:
+    """The serve image's lock file: the environment a validated model states it runs in. An image that
+    installs simrec (not from a checkout) sets SIMREC_SERVE_LOCK to its copy of the lock."""
+    return Path(os.environ.get("SIMREC_SERVE_LOCK") or CHECKOUT / "images" / "serve" / "requirements.txt")
