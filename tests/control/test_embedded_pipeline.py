@@ -29,6 +29,9 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     )
     published = executor_output["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert published["recall_at_1"] == evaluation["metrics"]["recall_at_1"]
+    assert "validate     succeeded" in first.stdout
+    registered = json.loads((tmp_path / "runs" / "one" / "register" / "registered").read_text())
+    assert (registered["version"], registered["aliases"]) == (1, ["challenger", "champion"])
     tuning = json.loads((tmp_path / "runs" / "one" / "tune" / "summary").read_text())
     assert (tuning["trials"], tuning["parallelism"]) == (2, 2)  # the smoke profile's search
     best = json.loads((tmp_path / "runs" / "one" / "tune" / "best_params").read_text())
@@ -53,6 +56,9 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert "tune         cached" in second.stdout
     assert "train        cached" in second.stdout
     assert "evaluate     cached" in second.stdout
+    assert "validate     cached" in second.stdout
+    again = json.loads((tmp_path / "runs" / "two" / "register" / "registered").read_text())
+    assert again["version"] == 1 and again["decision"].startswith("already registered")
     assert not (tmp_path / "runs" / "two" / "train").exists()
 
 
@@ -88,6 +94,7 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
     assert "tune         skipped" in result.stdout
     assert "train        skipped" in result.stdout
     assert "evaluate     skipped" in result.stdout
+    assert "register     skipped" in result.stdout
     assert "train-images-idx3-ubyte.gz: file not found" in result.stdout
 
 

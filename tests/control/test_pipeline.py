@@ -109,6 +109,13 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert outputs["artifacts"]["report"]["artifactType"]["schemaTitle"] == "system.HTML"
     assert outputs["parameters"]["blessed"]["parameterType"] == "BOOLEAN"
     assert parameters["min_recall_at_1"]["defaultValue"] == config.evaluate.min_recall_at_1 == 0.9
+    validate = spec["deploymentSpec"]["executors"]["exec-validate"]["container"]
+    assert validate["image"] == f"simrec/serve:{package.__version__}"  # the serving environment
+    register = spec["root"]["dag"]["tasks"]["register"]
+    assert register["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "validate"
+    assert register["cachingOptions"] == {}  # idempotent, and run every time
+    run_id = register["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
+    assert run_id == "{{$.pipeline_job_uuid}}"
     for task in ("train", "evaluate"):  # one pipeline parameter: evaluate measures what train left out
         wiring = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]["exclude_classes"]
         assert wiring == {"componentInputParameter": "exclude_classes"}

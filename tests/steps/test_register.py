@@ -23,14 +23,23 @@ from simrec.steps.register import Gate, promotion, read_evaluation, read_validat
 
 
 @pytest.fixture(scope="module")
-def validated(tmp_path_factory) -> tuple[Path, Path, str]:
-    """(validated pyfunc folder, validation record, model_id), made by the serve environment's step."""
+def models(tmp_path_factory) -> list[tuple[Path, Path, str]]:
+    """Three different models, each (validated pyfunc folder, validation record, model_id), made by the
+    serve environment's step."""
     root = tmp_path_factory.mktemp("register")
-    package = build_package(root / "package", count=60)
-    result = run_validate(package, root / "validate")
-    assert result.returncode == 0, result.stderr[-2000:]
-    model_id = json.loads((package / MANIFEST_FILE).read_text())["model_id"]
-    return root / "validate" / "model", root / "validate" / "validation", model_id
+    made = []
+    for seed in range(3):
+        package = build_package(root / f"package-{seed}", count=60, seed=seed)
+        result = run_validate(package, root / f"validate-{seed}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        model_id = json.loads((package / MANIFEST_FILE).read_text())["model_id"]
+        made.append((root / f"validate-{seed}" / "model", root / f"validate-{seed}" / "validation", model_id))
+    return made
+
+
+@pytest.fixture
+def validated(models) -> tuple[Path, Path, str]:
+    return models[0]
 
 
 def _register(validated, tmp_path: Path, name: str = "simrec", experiment: str = "simrec", **gate) -> dict:
@@ -114,17 +123,17 @@ def test_a_blessed_first_model_becomes_champion_with_its_lineage(tracking, valid
     assert "git sha        0a1b2c3d" in printed and "pipeline run   simrec-20261127-120000" in printed
 
 
-def test_an_unblessed_model_is_challenger_and_the_champion_stays(tracking, validated, tmp_path) -> None:
+def test_an_unblessed_model_is_challenger_and_the_champion_stays(tracking, models, tmp_path) -> None:
     import mlflow
 
     run_id = training_run()
     # an experiment of its own, created by register: the run still names the training run
-    first = _register(validated, tmp_path, experiment="simrec-registry", run_id=run_id)
+    first = _register(models[0], tmp_path, experiment="simrec-registry", run_id=run_id)
     register_run = mlflow.get_run(first["mlflow_run_id"])
     assert register_run.data.tags["simrec.training_run_id"] == run_id
     assert "mlflow.parentRunId" not in register_run.data.tags  # the UI nests runs of one experiment only
     second = _register(
-        validated, tmp_path, run_id=run_id, blessed=False, champion="1", reasons=["recall fell"]
+        models[1], tmp_path, run_id=run_id, blessed=False, champion="1", reasons=["recall fell"]
     )
     assert second["version"] == 2 and not second["promoted"]
     assert _aliases() == {"champion": "1", "challenger": "2"}
@@ -134,18 +143,29 @@ def test_an_unblessed_model_is_challenger_and_the_champion_stays(tracking, valid
     assert str(registry.champion("simrec").version) == "1"
 
 
-def test_dry_run_records_the_decision_and_disabled_promotes(tracking, validated, tmp_path) -> None:
+def test_dry_run_records_the_decision_and_disabled_promotes(tracking, models, tmp_path) -> None:
     run_id = training_run()
-    first = _register(validated, tmp_path, run_id=run_id, mode="disabled", blessed=False)
+    first = _register(models[0], tmp_path, run_id=run_id, mode="disabled", blessed=False)
     assert first["promoted"] and _aliases() == {"champion": "1", "challenger": "1"}
 
-    dry = _register(validated, tmp_path, run_id=run_id, mode="dry-run", blessed=True, champion="1")
+    dry = _register(models[1], tmp_path, run_id=run_id, mode="dry-run", blessed=True, champion="1")
     assert not dry["promoted"] and _aliases() == {"champion": "1", "challenger": "2"}
     assert registry.resolve("simrec/2").tags["simrec.promotion"] == "dry-run: would promote (blessed)"
 
-    third = _register(validated, tmp_path, run_id=run_id, mode="disabled", blessed=False, champion="1")
+    third = _register(models[2], tmp_path, run_id=run_id, mode="disabled", blessed=False, champion="1")
     assert third["promoted"] and third["previous_champion"] == "1"
     assert _aliases() == {"champion": "3", "challenger": "3"}
+
+
+def test_registering_the_same_validated_folder_again_changes_nothing(tracking, models, tmp_path) -> None:
+    run_id = training_run()
+    first = _register(models[0], tmp_path, run_id=run_id)
+    # a re-run of an unchanged pipeline: evaluate's cached record still compares against no champion
+    again = _register(models[0], tmp_path, run_id=run_id)
+    assert again["version"] == first["version"] == 1
+    assert again["decision"] == "already registered as version 1: nothing changed"
+    assert len(registry.client().search_model_versions("name = 'simrec'")) == 1
+    assert _aliases() == {"champion": "1", "challenger": "1"}
 
 
 @pytest.mark.parametrize(

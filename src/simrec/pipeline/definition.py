@@ -17,7 +17,7 @@ from simrec.errors import InputError
 from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
 
 PIPELINE_NAME = "simrec"
-STEPS = ("ingest", "tune", "train", "evaluate")
+STEPS = ("ingest", "tune", "train", "evaluate", "validate", "register")
 # Kubernetes Secrets the cluster provides (charts/); embedded runs ignore platform settings.
 OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -56,6 +56,8 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     tune_op = load_step("tune", components_dir)
     train_op = load_step("train", components_dir)
     evaluate_op = load_step("evaluate", components_dir)
+    validate_op = load_step("validate", components_dir)
+    register_op = load_step("register", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
     def simrec_pipeline(
@@ -138,6 +140,22 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         )
         _spark_env(evaluate, config)
         _mlflow_env(evaluate, config)
+
+        # Loaded and queried in the serving image before anything is registered (TFX's InfraValidator):
+        # a package that fails stops the run here.
+        validate = validate_op(package=evaluate.outputs["package"])
+
+        register = register_op(
+            model=validate.outputs["model"],
+            evaluation=evaluate.outputs["evaluation"],
+            validation=validate.outputs["validation"],
+            model_name=model_name,
+            git_sha=git_sha,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        _mlflow_env(register, config)
+        # A new version and alias moves on every run that reaches it; a cached register would skip them.
+        register.set_caching_options(False)
 
     return simrec_pipeline
 

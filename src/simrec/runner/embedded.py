@@ -204,7 +204,8 @@ class EmbeddedRunner:
         started = time.monotonic()
         try:
             env_dir = environment_for(task.container["image"], self.envs_dir)
-            self.echo(f"{prefix}: running in {env_dir.name} environment: {' '.join(command)}")
+            shown = " ".join(arg if len(arg) <= 200 else arg[:60] + " … " + arg[-20:] for arg in command)
+            self.echo(f"{prefix}: running in {env_dir.name} environment: {shown}")
             container_env = {item["name"]: item["value"] for item in task.container.get("env", [])}
             self._execute(command, env_dir, container_env, task_root / "log.txt", task.name)
             record.artifacts, record.parameters = self._collect_outputs(executor_input, task)

@@ -189,6 +189,23 @@ def register(
         ) from exc
     previous = champion(model_name)
     previous_version = str(previous.version) if previous else None  # MLflow gives int or str
+    if (existing := _version_with_digest(model_name, validation["digest"])) is not None:
+        # A re-run with unchanged inputs (KFP cannot cache this step: its pipeline run id differs every
+        # run) registers nothing new and moves no alias.
+        number = str(existing.version)
+        log.info("%s version %s is this validated folder already; nothing registered", model_name, number)
+        return {
+            "name": model_name,
+            "version": int(number),
+            "aliases": aliases(existing),
+            "model_uri": model_uri(existing),
+            "champion_uri": f"models:/{model_name}@{CHAMPION}",
+            "model_id": evaluation.model_id,
+            "mlflow_run_id": existing.run_id,
+            "promoted": False,
+            "decision": f"already registered as version {number}: nothing changed",
+            "previous_champion": previous_version,
+        }
     promote, decision = promotion(evaluation.gate, previous_version)
     tags = version_tags(evaluation, validation, git_sha, pipeline_run_id)
     run_tags = {"simrec.step": "register", "simrec.training_run_id": training_run_id}
@@ -250,6 +267,13 @@ def register(
     }
     log.info("registered %s version %s (%s)", model_name, number, decision)
     return record
+
+
+def _version_with_digest(model_name: str, digest: str):  # -> ModelVersion | None
+    for version in client().search_model_versions(f"name = '{model_name}'"):
+        if version.tags.get(DIGEST_TAG) == digest:
+            return client().get_model_version(model_name, str(version.version))
+    return None
 
 
 def _check_round_trip(version, digest: str) -> None:
