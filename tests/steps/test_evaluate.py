@@ -98,3 +98,45 @@ def test_gate_refuses_worse_and_accepts_better() -> None:
 def test_bad_gate_settings_are_refused(settings, message) -> None:
     with pytest.raises(InputError, match=message):
         GateSettings(*settings)
+
+
+def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, tracking, tmp_path) -> None:
+    from registry_helpers import run_validate, training_run
+
+    from simrec.steps.register import read_evaluation, read_validation, register
+
+    lineage = read_lineage(lineage_file)
+    lake = str(tmp_path / "lake")
+    models = []
+    for seed in (1, 2):
+        folder = tmp_path / f"model-{seed}"
+        embedding_model_file(folder, seed=seed)
+        summary = {"mlflow_run_id": training_run(), "params": {"seed": seed}}
+        (folder / "training.json").write_text(json.dumps(summary))
+        models.append(folder)
+    gate = GateSettings("enabled", min_recall_at_1=0.0, max_regression=0.0)
+    first, _ = evaluate(spark, lineage, models[0], lake, tmp_path / "package-1", gate=gate)
+    validated = run_validate(tmp_path / "package-1", tmp_path / "validate-1")
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    (tmp_path / "evaluation-1.json").write_text(json.dumps(first))
+    register(
+        tmp_path / "validate-1" / "model",
+        read_evaluation(tmp_path / "evaluation-1.json"),
+        read_validation(tmp_path / "validate-1" / "validation"),
+    )
+
+    second, page = evaluate(spark, lineage, models[1], lake, tmp_path / "package-2", gate=gate)
+    champion = second["gate"]["champion"]
+    assert champion["version"] == "1" and champion["model_id"] == first["model_id"]
+    # The champion re-measured on the same test set gives the same numbers as its own evaluation.
+    assert second["metrics"]["champion_recall_at_1"] == pytest.approx(first["metrics"]["recall_at_1"])
+    assert second["metrics"]["champion_map_at_10"] == pytest.approx(first["metrics"]["map_at_10"])
+    better = second["metrics"]["recall_at_1"] >= first["metrics"]["recall_at_1"]
+    assert second["gate"]["blessed"] is better
+    assert "champion" in page
+    # The champion's vectors were already in the embeddings table: only the new model's were added.
+    embeddings = spark.read.format("delta").load(second["embeddings"]["uri"]).toPandas()
+    assert embeddings.groupby("model_id").size().to_dict() == {
+        first["model_id"]: 700,
+        second["model_id"]: 700,
+    }
