@@ -19,7 +19,10 @@ SUBCOMMANDS = {
     "ingest": ("simrec.steps.ingest:main", "step: Fashion-MNIST (+ new items) into the Delta tables"),
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
-    "serve": ("simrec.serving.cli:main", "similar-items endpoint: JSON, Open Inference Protocol v2, web page"),
+    "serve": (
+        "simrec.serving.cli:main",
+        "similar-items endpoint: JSON, Open Inference Protocol v2, web page",
+    ),
     "deploy": ("simrec.steps.deploy:deploy_main", "step: hot-swap a registered version into the server"),
     "rollback": ("simrec.steps.deploy:rollback_main", "switch the server back to its previous version"),
     "refresh": ("simrec.steps.refresh:main", "add catalogue items the server lacks to its live index"),

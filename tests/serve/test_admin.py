@@ -11,7 +11,7 @@ import threading
 import pandas as pd
 import pytest
 from conftest import TOKEN
-from images import pattern, png
+from pngs import pattern, png
 from serve_helpers import b64, server_env
 
 from simrec.steps.deploy import DeployError, deploy, rollback
@@ -30,7 +30,7 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     url = server.url
     version_1 = answer(server)
     assert version_1[0] == "1"
-    with pytest.raises(DeployError, match="409.*no previous version"):
+    with pytest.raises(DeployError, match=r"409.*no previous version"):
         rollback(url, TOKEN)
 
     refusals = {
@@ -118,7 +118,9 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
     assert added.json() == {"added": 1, "skipped": 0, "index_version": 2, "catalogue_size": 301}
     after = server.post("/similar", json={"image": b64(new_png), "k": 3}).json()
     assert after["index_version"] == 2
-    assert after["items"][0]["item_id"] == "new-1" and after["items"][0]["score"] == pytest.approx(1, abs=1e-4)
+    assert after["items"][0]["item_id"] == "new-1" and after["items"][0]["score"] == pytest.approx(
+        1, abs=1e-4
+    )
     assert after["items"][0]["label_name"] == "Bag"
     assert server.get("/items/new-1/image").content == new_png
     assert server.post("/admin/items", json={"items": [item]}).json()["added"] == 0  # idempotent
@@ -144,7 +146,18 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
     for row in fresh.itertuples():
         assert server.similar(image=b64(row.image), k=1) == [row.item_id]
     # The command line does the same (nothing left to send now).
-    command = [sys.executable, "-m", "simrec", "refresh", "--server", server.url, "--lake-uri", lake, "--tables", "train"]
+    command = [
+        sys.executable,
+        "-m",
+        "simrec",
+        "refresh",
+        "--server",
+        server.url,
+        "--lake-uri",
+        lake,
+        "--tables",
+        "train",
+    ]
     done = subprocess.run(command, env=server_env(TOKEN), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == 0

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import requests
-from images import bad_images, pattern, png
+from pngs import bad_images, pattern, png
 from serve_helpers import b64
 
 from simrec.codec import decode_png
@@ -60,7 +60,9 @@ def test_similar_by_item_image_and_pixels(server, packages):
     assert server.similar(image="data:image/png;base64," + b64(item["image"]), k=5) == by_image
     with_images = server.post("/similar", json={"item_id": item["item_id"], "include_images": True}).json()
     first = with_images["items"][0]
-    assert base64.b64decode(first["image"]) == bytes(items.set_index("item_id").loc[first["item_id"], "image"])
+    assert base64.b64decode(first["image"]) == bytes(
+        items.set_index("item_id").loc[first["item_id"], "image"]
+    )
 
 
 def test_answers_equal_the_package(server, packages):
@@ -125,10 +127,13 @@ def test_open_inference_protocol_v2(server, packages):
     # The same images as UINT8 pixels, nested or flat, answer the same.
     pixels = np.stack([decode_png(p) for p in pngs])
     for data in (pixels.tolist(), pixels.ravel().tolist()):
-        same = infer({"name": "pixels", "shape": [2, 28, 28], "datatype": "UINT8", "data": data}, parameters={"k": 3})
+        same = infer(
+            {"name": "pixels", "shape": [2, 28, 28], "datatype": "UINT8", "data": data}, parameters={"k": 3}
+        )
         assert same["outputs"][0]["data"] == outputs["item_id"]["data"]
     by_item = infer(
-        {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["item-00001"]}, outputs=[{"name": "score"}]
+        {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["item-00001"]},
+        outputs=[{"name": "score"}],
     )
     assert [o["name"] for o in by_item["outputs"]] == ["score"] and by_item["outputs"][0]["shape"] == [1, 5]
 
@@ -138,7 +143,10 @@ V2 = "/v2/models/simrec/infer"
 
 
 def v2(name="image", shape=(1,), datatype="BYTES", data=("x",), **extra) -> dict:
-    return {"inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": list(data)}], **extra}
+    return {
+        "inputs": [{"name": name, "shape": list(shape), "datatype": datatype, "data": list(data)}],
+        **extra,
+    }
 
 
 BAD_REQUESTS = [
@@ -146,8 +154,22 @@ BAD_REQUESTS = [
     ("no body", "/similar", None, {}, 422, "body"),
     ("malformed JSON", "/similar", b'{"item_id": ', {}, 400, "malformed JSON"),
     ("JSON array", "/similar", [1, 2], {}, 422, "body"),
-    ("text/plain", "/similar", json.dumps(GOOD).encode(), {"content-type": "text/plain"}, 415, "application/json"),
-    ("form", "/similar", b"item_id=x", {"content-type": "application/x-www-form-urlencoded"}, 415, "content type"),
+    (
+        "text/plain",
+        "/similar",
+        json.dumps(GOOD).encode(),
+        {"content-type": "text/plain"},
+        415,
+        "application/json",
+    ),
+    (
+        "form",
+        "/similar",
+        b"item_id=x",
+        {"content-type": "application/x-www-form-urlencoded"},
+        415,
+        "content type",
+    ),
     ("too large", "/similar", {"image": "A" * 1_100_000}, {}, 413, "limit"),
     ("not base64", "/similar", {"image": "%%%not base64%%%"}, {}, 400, "not valid base64"),
     ("k zero", "/similar", {"item_id": "item-00001", "k": 0}, {}, 422, "k"),
@@ -178,16 +200,39 @@ BAD_REQUESTS = [
     ("v2 item unknown", V2, v2("item_id", data=["nope"]), {}, 404, "unknown item_id"),
     ("v2 k string", V2, v2("item_id", data=["item-00001"], parameters={"k": "3"}), {}, 400, "parameter k"),
     ("v2 k 0", V2, v2("item_id", data=["item-00001"], parameters={"k": 0}), {}, 400, "parameter k"),
-    ("v2 bad output", V2, v2("item_id", data=["item-00001"], outputs=[{"name": "x"}]), {}, 400, "unknown output"),
+    (
+        "v2 bad output",
+        V2,
+        v2("item_id", data=["item-00001"], outputs=[{"name": "x"}]),
+        {},
+        400,
+        "unknown output",
+    ),
     ("v2 deep nesting", V2, v2("pixels", (1, 28, 28), "UINT8", [[[[[[0]]]]]]), {}, 400, "nested too deeply"),
     ("deploy no version", "/admin/deploy", {"package": "/tmp"}, {}, 422, "version"),
     ("deploy bad label", "/admin/deploy", {"package": "/tmp", "version": "a b/c"}, {}, 422, "version"),
-    ("deploy missing dir", "/admin/deploy", {"package": "/nowhere", "version": "9"}, {}, 400, "does not exist"),
-    ("deploy not package", "/admin/deploy", {"package": "/tmp", "version": "9"}, {}, 409, "not a usable package"),
+    (
+        "deploy missing dir",
+        "/admin/deploy",
+        {"package": "/nowhere", "version": "9"},
+        {},
+        400,
+        "does not exist",
+    ),
+    (
+        "deploy not package",
+        "/admin/deploy",
+        {"package": "/tmp", "version": "9"},
+        {},
+        409,
+        "not a usable package",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, path, body, headers, status, message", BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    "name, path, body, headers, status, message", BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS]
+)
 def test_bad_request(server, name, path, body, headers, status, message):
     if isinstance(body, bytes):
         kwargs = {"data": body, "headers": {"content-type": "application/json"} | headers}

@@ -69,7 +69,7 @@ def create_app(
         version="1",
         description="Top-k visually similar catalogue items for an image or a catalogue item. "
         "Friendly JSON routes, the Open Inference Protocol v2 (as KServe speaks it), and admin routes "
-        "for deploy, rollback and live catalogue additions. Errors are JSON: {\"error\": message}.",
+        'for deploy, rollback and live catalogue additions. Errors are JSON: {"error": message}.',
         responses=ERRORS,
     )
     page = (files("simrec.serving") / "page.html").read_text()

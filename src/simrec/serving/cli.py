@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     token = None if args.no_auth else os.environ.get(TOKEN_VARIABLE)
     if not token and not args.no_auth:
-        raise InputError(f"no token: set {TOKEN_VARIABLE} (a Kubernetes Secret on a cluster) or pass --no-auth")
+        raise InputError(
+            f"no token: set {TOKEN_VARIABLE} (a Kubernetes Secret on a cluster) or pass --no-auth"
+        )
     import uvicorn
 
     from simrec.serving.app import create_app

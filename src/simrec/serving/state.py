@@ -150,7 +150,9 @@ class ServingState:
             grown = current.recommender.with_items(new)  # InputError (bad PNG, duplicate) changes nothing
             self.current = Served(current.version, current.package, grown, current.loaded_at)
             self.live_items = pd.concat([self.live_items, new[ITEM_COLUMNS]], ignore_index=True)
-            self._record("add_items", current.version, "serving", f"{len(new)} items", index=grown.index_version)
+            self._record(
+                "add_items", current.version, "serving", f"{len(new)} items", index=grown.index_version
+            )
             return {"added": len(new), "skipped": len(items) - len(new), "serving": self.current.describe()}
         finally:
             self._admin.release()

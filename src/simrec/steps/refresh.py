@@ -23,14 +23,23 @@ def refresh(
     known = set(call("GET", f"{url}/admin/items", token, timeout=60.0)["item_ids"])
     items, versions = read_items(lake_uri, tables)
     missing = items[~items["item_id"].isin(known)]
-    result: dict[str, object] = {"tables": versions, "catalogue": len(items), "sent": len(missing), "added": 0}
+    result: dict[str, object] = {
+        "tables": versions,
+        "catalogue": len(items),
+        "sent": len(missing),
+        "added": 0,
+    }
     added = 0
     for start in range(0, len(missing), BATCH):
         batch = missing.iloc[start : start + BATCH]
         body = {"items": [_item(row) for row in batch.itertuples(index=False)]}
         answer = call("POST", f"{url}/admin/items", token, body, timeout=600.0)
         added += answer["added"]
-        result |= {"added": added, "index_version": answer["index_version"], "served_items": answer["catalogue_size"]}
+        result |= {
+            "added": added,
+            "index_version": answer["index_version"],
+            "served_items": answer["catalogue_size"],
+        }
     return result
 
 
