@@ -272,3 +272,27 @@ def test_bad_images(server, kind):
 def test_bad_routes(server, method, path, status):
     response = server.session.request(method, server.url + path, headers=server.auth, timeout=10)
     assert response.status_code == status and response.json()["error"]
+
+
+def test_concurrent_image_queries_each_get_their_own_answer(server):
+    """Concurrent image queries are batched into one model call; each must still get its own answer,
+    with its own k."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [(b64(png(pattern(seed))), 1 + seed % 7) for seed in range(24)]
+    alone = [server.similar(image=image, k=k) for image, k in queries]
+
+    def ask(query: tuple[str, int]) -> list[str]:
+        with requests.Session() as session:
+            response = session.post(
+                server.url + "/similar",
+                json={"image": query[0], "k": query[1]},
+                headers=server.auth,
+                timeout=30,
+            )
+            return [item["item_id"] for item in response.json()["items"]]
+
+    with ThreadPoolExecutor(12) as pool:
+        together = list(pool.map(ask, queries))
+    assert together == alone
+    assert [len(answer) for answer in together] == [k for _, k in queries]

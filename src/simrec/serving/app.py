@@ -1,5 +1,6 @@
-"""The HTTP routes. Model work runs in plain `def` routes (FastAPI's thread pool), so TensorFlow and
-faiss, which release the GIL, use both cores while the event loop keeps accepting requests."""
+"""The HTTP routes. Query routes are async: image queries go to the batcher's worker thread (TensorFlow
+and faiss release the GIL, so it computes while the event loop handles HTTP); item queries need no model
+and run inline. Admin routes, which load packages for seconds, are plain `def` (FastAPI's thread pool)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from simrec.errors import InputError, validation_problems
 from simrec.recommender import Neighbour
 from simrec.serving import schemas as s
+from simrec.serving.batcher import Batcher, InlineBatcher
 from simrec.serving.guard import Guard
 from simrec.serving.inputs import (
     Query as ItemQuery,
@@ -51,18 +53,25 @@ def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def _answer(served: Served, query: ItemQuery, k: int) -> list[list[Neighbour]]:
+async def _answer(
+    batcher: Batcher | InlineBatcher, served: Served, query: ItemQuery, k: int
+) -> list[list[Neighbour]]:
     recommender = served.recommender
     if query.item_ids is not None:
         unknown = [item for item in query.item_ids if item not in recommender.rows.index]
         if unknown:
             raise HTTPException(404, f"unknown item_id {unknown[0]!r}")
+        # No model call: a vector lookup and one search, quicker inline than a hop to a thread.
         return recommender.similar_to_items(query.item_ids, k)
-    return recommender.similar_to_pixels(query.pixels, k)
+    return await batcher.similar_to_pixels(recommender, query.pixels, k)
 
 
 def create_app(
-    state: ServingState, token: str | None, max_body: int = 1 << 20, max_admin_body: int = 64 << 20
+    state: ServingState,
+    token: str | None,
+    max_body: int = 1 << 20,
+    max_admin_body: int = 64 << 20,
+    batching: str = "inline",
 ) -> FastAPI:
     app = FastAPI(
         title="simrec: visually similar items",
@@ -73,6 +82,7 @@ def create_app(
         responses=ERRORS,
     )
     page = (files("simrec.serving") / "page.html").read_text()
+    batcher = InlineBatcher() if batching == "inline" else Batcher()
 
     def serving() -> Served:
         current = state.current
@@ -157,14 +167,14 @@ def create_app(
     @app.post(
         "/v2/models/{model_name}/infer", tags=["v2"], dependencies=[bearer], response_model_exclude_none=True
     )
-    def infer(model_name: str, request: s.InferenceRequest) -> s.InferenceResponse:
+    async def infer(model_name: str, request: s.InferenceRequest) -> s.InferenceResponse:
         served = model(model_name)
         k = k_parameter(request.parameters)
         wanted = [output.name for output in request.outputs or []]
         unknown = sorted(set(wanted) - {"item_id", "label", "label_name", "score"})
         if unknown:
             raise InputError(f"unknown output {unknown[0]!r}; outputs are item_id, label, label_name, score")
-        answers = _answer(served, v2_query(request.inputs[0]), k)
+        answers = await _answer(batcher, served, v2_query(request.inputs[0]), k)
         width = min(len(row) for row in answers)
         rows = [row[:width] for row in answers]
         shape = [len(rows), width]
@@ -189,7 +199,7 @@ def create_app(
     # --- friendly JSON routes (the web page) ---
 
     @app.post("/similar", tags=["similar"], dependencies=[bearer], response_model_exclude_none=True)
-    def similar(request: s.SimilarRequest) -> s.SimilarResponse:
+    async def similar(request: s.SimilarRequest) -> s.SimilarResponse:
         served = serving()
         if request.item_id is not None:
             query = ItemQuery(item_ids=[request.item_id])
@@ -206,7 +216,7 @@ def create_app(
                 score=finite(n.score),
                 image=_b64(recommender.image(n.item_id)) if request.include_images else None,
             )
-            for n in _answer(served, query, request.k)[0]
+            for n in (await _answer(batcher, served, query, request.k))[0]
         ]
         return s.SimilarResponse(
             model_name=state.model_name,
