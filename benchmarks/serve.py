@@ -246,6 +246,7 @@ def main() -> None:
             results[("simrec serve /similar", clients)] = load(
                 f"http://127.0.0.1:{port}/similar", headers, similar, clients, args.seconds
             )
+            print("simrec serve /similar", clients, results[("simrec serve /similar", clients)], flush=True)
         infer = [
             json.dumps(
                 {
@@ -278,7 +279,7 @@ def main() -> None:
         ],
         f"http://127.0.0.1:{port}/ping",
         args.workdir / "mlflow-serve.log",
-        env,
+        env | {"PATH": f"{ENVS / 'steps/bin'}:{os.environ['PATH']}"},  # it runs `uvicorn` from PATH
     )
     try:
         bodies = [
