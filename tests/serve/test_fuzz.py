@@ -95,20 +95,55 @@ def similar_body(rng: random.Random) -> Any:
 
 
 def v2_body(rng: random.Random) -> Any:
-    name = rng.choice(["image", "item_id", "pixels", "other", ""])
-    datatype = rng.choice(["BYTES", "UINT8", "INT64", "FP32", "BOOL", "bytes", ""])
-    shape = rng.choice([[1], [2], [0], [-1], [1, 28, 28], [28, 28], [65], [1, 1], [10**12], []])
-    data: Any = rng.choice(
-        [[bad_png_b64(rng)], ["item-00001"], [0] * 784, [[0] * 28] * 28, [junk(rng)], [], [[[[[[1]]]]]], "x"]
+    """A valid v2 request with one or two parts replaced, so each mutation reaches the code behind the
+    schema check instead of being stopped by another mutation first."""
+    valid_png = base64.b64encode(png(pattern(rng.randint(0, 3)))).decode()
+    tensor: dict[str, Any] = rng.choice(
+        [
+            {"name": "image", "shape": [1], "datatype": "BYTES", "data": [valid_png]},
+            {"name": "item_id", "shape": [1], "datatype": "BYTES", "data": ["item-00001"]},
+            {"name": "pixels", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784},
+        ]
     )
-    tensor: dict[str, Any] = {"name": name, "shape": shape, "datatype": datatype, "data": data}
-    if rng.random() < 0.3:
-        tensor.pop(rng.choice(list(tensor)))
-    body: dict[str, Any] = {"inputs": [tensor] * rng.choice([1, 1, 1, 0, 2])}
-    if rng.random() < 0.4:
-        body["parameters"] = {"k": junk(rng)}
-    if rng.random() < 0.2:
-        body["outputs"] = junk(rng)
+    body: dict[str, Any] = {"inputs": [tensor], "parameters": {"k": 5}}
+    for _ in range(rng.randint(1, 2)):
+        part = rng.choice(
+            ["name", "shape", "datatype", "data", "k", "outputs", "id", "inputs", "drop", "extra"]
+        )
+        if part == "name":
+            tensor["name"] = rng.choice(["image", "item_id", "pixels", "other", "", junk(rng)])
+        elif part == "shape":
+            tensor["shape"] = rng.choice(
+                [[2], [0], [-1], [1, 28, 28], [28, 28], [65], [1, 1], [10**12], [], junk(rng)]
+            )
+        elif part == "datatype":
+            tensor["datatype"] = rng.choice(
+                ["BYTES", "UINT8", "INT64", "FP32", "BOOL", "bytes", "", junk(rng)]
+            )
+        elif part == "data":
+            tensor["data"] = rng.choice(
+                [
+                    [bad_png_b64(rng)],
+                    ["no-such-item"],
+                    [300] * 784,
+                    [[0] * 28] * 27,
+                    [junk(rng)],
+                    [],
+                    [[[[[[1]]]]]],
+                ]
+            )
+        elif part == "k":
+            body["parameters"] = {"k": junk(rng)} if rng.random() < 0.8 else junk(rng)
+        elif part == "outputs":
+            body["outputs"] = rng.choice([[{"name": junk(rng)}], [{"name": "score", "x": 1}], junk(rng)])
+        elif part == "id":
+            body["id"] = junk(rng)
+        elif part == "inputs":
+            body["inputs"] = rng.choice([[], [tensor, tensor], junk(rng)])
+        elif part == "drop":
+            tensor.pop(rng.choice(list(tensor)), None)
+        else:
+            body[rng.choice(["input", "params", "k"])] = junk(rng)
     return body
 
 

@@ -146,12 +146,18 @@ def _report(answer: dict[str, Any], out: Path | None) -> None:
         out.write_text(text + "\n")
 
 
-def deploy_main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The deploy step's flags (the component YAML's contract test reads them from here)."""
     parser = argparse.ArgumentParser(prog="simrec deploy", description=__doc__.splitlines()[0])
     parser.add_argument("ref", nargs="?", help="registered model version MODEL/VERSION (MLflow registry)")
     parser.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
     parser.add_argument("--version", help="version label for --package")
     _add_server_flags(parser)
+    return parser
+
+
+def deploy_main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if bool(args.ref) == bool(args.package):
         parser.error("give either MODEL/VERSION or --package DIR --version LABEL")

@@ -52,11 +52,15 @@ def _item(row: pd.Series) -> dict[str, object]:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec refresh", description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True, help=f"server URL (token from ${TOKEN_VARIABLE})")
     parser.add_argument("--lake-uri", required=True, help="root folder of the catalogue Delta tables")
     parser.add_argument("--tables", default="train,test", help="tables to read (default train,test)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     tables = tuple(name.strip() for name in args.tables.split(",") if name.strip())
     print(json.dumps(refresh(args.server, os.environ.get(TOKEN_VARIABLE), args.lake_uri, tables), indent=2))
