@@ -1,6 +1,6 @@
-"""The HTTP routes. Query routes are async: image queries go to the batcher's worker thread (TensorFlow
-and faiss release the GIL, so it computes while the event loop handles HTTP); item queries need no model
-and run inline. Admin routes, which load packages for seconds, are plain `def` (FastAPI's thread pool)."""
+"""The HTTP routes. Query routes are async: image queries are batched in the event loop (batcher.py);
+item queries need no model and run inline. Admin routes, which load packages for seconds, are plain
+`def` (FastAPI's thread pool), so queries keep being answered meanwhile."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from simrec.errors import InputError, validation_problems
 from simrec.recommender import Neighbour
 from simrec.serving import schemas as s
-from simrec.serving.batcher import Batcher, InlineBatcher
+from simrec.serving.batcher import Batcher
 from simrec.serving.guard import Guard
 from simrec.serving.inputs import (
     Query as ItemQuery,
@@ -53,9 +53,7 @@ def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-async def _answer(
-    batcher: Batcher | InlineBatcher, served: Served, query: ItemQuery, k: int
-) -> list[list[Neighbour]]:
+async def _answer(batcher: Batcher, served: Served, query: ItemQuery, k: int) -> list[list[Neighbour]]:
     recommender = served.recommender
     if query.item_ids is not None:
         unknown = [item for item in query.item_ids if item not in recommender.rows.index]
@@ -71,7 +69,6 @@ def create_app(
     token: str | None,
     max_body: int = 1 << 20,
     max_admin_body: int = 64 << 20,
-    batching: str = "inline",
 ) -> FastAPI:
     app = FastAPI(
         title="simrec: visually similar items",
@@ -82,7 +79,7 @@ def create_app(
         responses=ERRORS,
     )
     page = (files("simrec.serving") / "page.html").read_text()
-    batcher = InlineBatcher() if batching == "inline" else Batcher()
+    batcher = Batcher()
 
     def serving() -> Served:
         current = state.current
