@@ -23,6 +23,13 @@ SUBCOMMANDS = {
     "validate": ("simrec.steps.validate:main", "step: the package as an MLflow pyfunc, loaded and queried"),
     "register": ("simrec.steps.register:main", "step: the validated model as a new registered version"),
     "lineage": ("simrec.model_lineage:main", "print a registered version's chain back to data and code"),
+    "serve": (
+        "simrec.serving.cli:main",
+        "similar-items endpoint: JSON, Open Inference Protocol v2, web page",
+    ),
+    "deploy": ("simrec.steps.deploy:deploy_main", "step: hot-swap a registered version into the server"),
+    "rollback": ("simrec.steps.deploy:rollback_main", "switch the server back to its previous version"),
+    "refresh": ("simrec.steps.refresh:main", "add catalogue items the server lacks to its live index"),
 }
 
 

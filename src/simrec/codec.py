@@ -38,7 +38,10 @@ def decode_png(data: bytes) -> np.ndarray:
             if image.size[::-1] != IMAGE_SIZE:
                 raise ImageError(f"PNG is {image.size[0]}x{image.size[1]}, expected 28x28")
             return np.asarray(image, dtype=np.uint8).copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        # PIL's message names an in-memory object address, which tells the reader nothing.
+        raise ImageError("not a readable image (the bytes are not a known image format)") from exc
+    except (OSError, SyntaxError) as exc:
         raise ImageError(f"not a readable image: {exc}") from exc
 
 

@@ -10,6 +10,7 @@ A folder of plain files (no pickles):
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from dataclasses import asdict, dataclass
@@ -108,6 +109,39 @@ class Recommender:
         if item_id not in self.rows.index:
             raise InputError(f"unknown item_id {item_id!r}")
         return bytes(self.items["image"].iat[int(self.rows[item_id])])
+
+    def with_items(self, items: pd.DataFrame) -> Recommender:
+        """A recommender whose index also holds `items` (item_id, label, label_name, image as PNG bytes),
+        embedded with this package's model, as the next index version. `self` is left unchanged, so
+        searches running on it are undisturbed (faiss indexes must not be searched while they grow) and
+        the caller switches to the copy in one assignment. The package's files are not changed."""
+        from faiss import clone_index
+
+        new = items[ITEM_COLUMNS].reset_index(drop=True)
+        duplicated = new["item_id"][new["item_id"].duplicated()]
+        if len(duplicated):
+            raise InputError(f"item_id {duplicated.iloc[0]!r} appears twice in the new items")
+        known = [item for item in new["item_id"] if item in self.rows.index]
+        if known:
+            raise InputError(f"item_id {known[0]!r} is already in the catalogue")
+        pixels = []
+        for item_id, png in zip(new["item_id"], new["image"], strict=True):
+            try:
+                pixels.append(decode_png(png))
+            except InputError as exc:
+                raise InputError(f"item {item_id!r}: {exc}") from exc
+        grown = copy.copy(self)
+        grown.index = clone_index(self.index)
+        if len(new):
+            grown.index.add(self.model.embed_pixels(np.stack(pixels)))
+        ef_search = self.manifest["index"].get("ef_search")
+        if ef_search is not None and hasattr(grown.index, "hnsw"):
+            grown.index.hnsw.efSearch = ef_search
+        grown.items = pd.concat([self.items, new], ignore_index=True)
+        grown.rows = pd.Series(np.arange(len(grown.items)), index=grown.items["item_id"])
+        index_settings = self.manifest["index"] | {"version": self.index_version + 1}
+        grown.manifest = self.manifest | {"items": len(grown.items), "index": index_settings}
+        return grown
 
     def smoke_answers(self, item_id: str) -> dict[str, list[str]]:
         """The top-k item ids for a catalogue item, asked by item and by its image."""

@@ -1,5 +1,52 @@
-import os
+"""Fixtures for the serving tests (serve environment): small recommender packages and real server
+processes on loopback ports."""
 
-# Tests in the serve environment (images/serve): set before anything starts MLflow, as tests/conftest.py.
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from serve_helpers import start_server
+
+# Like tests/conftest.py: set before anything imports MLflow or TensorFlow, here and in servers started.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory) -> dict[str, Path]:
+    """Version 1 and 2 (different models and items), and two broken copies of version 1: one whose smoke
+    answers were recorded differently, one whose model file is corrupt."""
+    from packages import build_package
+
+    root = tmp_path_factory.mktemp("packages")
+    v1 = build_package(root / "v1", count=300, seed=0)
+    v2 = build_package(root / "v2", count=200, seed=1)
+    smoke = shutil.copytree(v1, root / "bad-smoke")
+    manifest = json.loads((smoke / "recommender.json").read_text())
+    expected = manifest["smoke_queries"][0]["expected"]["by_item"]
+    expected[0], expected[1] = expected[1], expected[0]
+    (smoke / "recommender.json").write_text(json.dumps(manifest))
+    corrupt = shutil.copytree(v1, root / "bad-model")
+    (corrupt / "embedding.keras").write_bytes(b"not a keras file")
+    return {"v1": v1, "v2": v2, "bad-smoke": smoke, "bad-model": corrupt}
+
+
+@pytest.fixture(scope="session")
+def server(packages, tmp_path_factory):
+    """A server for read-only tests (nothing here deploys or adds items)."""
+    running = start_server(tmp_path_factory.mktemp("server"), TOKEN, "--package", str(packages["v1"]))
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def admin_server(packages, tmp_path):
+    """A fresh server per test for deploy, rollback and catalogue additions."""
+    running = start_server(tmp_path, TOKEN, "--package", str(packages["v1"]), "--version", "1")
+    yield running
+    running.stop()

@@ -1,0 +1,314 @@
+"""Benchmark: `simrec serve` against stock `mlflow models serve` of a naive reference pyfunc, top-5 on the
+real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run.
+
+Run in the steps environment (it has full MLflow for the reference; simrec serve runs in .envs/serve):
+    .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve]
+
+No trained model is needed: the package is built from an *untrained* `strong` embedding model (128-d).
+Latency does not depend on the weights, only on the architecture and the catalogue size.
+The reference is what a first design would do: an MLflow PythonModel that takes base64 PNGs in a
+DataFrame, runs Keras `model.predict` and an exact numpy search over all 70k embeddings. Both servers
+answer the same base64 PNGs (test images); the servers run one after the other, alone, on this machine,
+and the client runs here too (its CPU is reported)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVS = ROOT / ".envs"
+SOURCE = "/usr/share/datasets/fashion-mnist"
+K = 5
+QUERIES = 200
+
+
+def build(workdir: Path) -> tuple[Path, list[str]]:
+    """The 70k package (once; reused by later runs) and the reference model's files."""
+    package = workdir / "package"
+    if (package / "recommender.json").exists():
+        return package, _queries(package)
+    import tensorflow as tf
+
+    from simrec.data.catalogue import load_fashion_mnist
+    from simrec.embedding import EmbeddingModel
+    from simrec.recommender import write_package
+    from simrec.train.model import build_embedding_model
+
+    started = time.perf_counter()
+    splits, _ = load_fashion_mnist(SOURCE, None, workdir / "downloads")
+    import pandas as pd
+
+    items = pd.concat([splits["train"], splits["test"]], ignore_index=True)
+    tf.keras.utils.set_random_seed(0)
+    model_file = workdir / "model" / "embedding.keras"
+    model_file.parent.mkdir(parents=True, exist_ok=True)
+    if not model_file.exists():
+        build_embedding_model("strong", 128, 0.3).save(model_file)
+    from simrec.codec import decode_png
+
+    vectors_file = workdir / "model" / "vectors.npy"
+    if vectors_file.exists():  # an interrupted earlier build
+        vectors = np.load(vectors_file)
+    else:
+        pixels = np.stack([decode_png(png) for png in items["image"]])
+        vectors = EmbeddingModel(model_file).embed_pixels(pixels)
+        np.save(vectors_file, vectors)
+    np.save(workdir / "model" / "item_ids.npy", items["item_id"].to_numpy().astype(str))
+    partial = workdir / "package.partial"  # renamed when complete: a failed build is never reused
+    shutil.rmtree(partial, ignore_errors=True)
+    write_package(partial, model_file, items, vectors, smoke_items=["test-000000", "train-000000"])
+    partial.rename(package)
+    print(f"built the {len(items)}-item package in {time.perf_counter() - started:.0f} s")
+    return package, _queries(package)
+
+
+def _queries(package: Path) -> list[str]:
+    import pandas as pd
+
+    items = pd.read_parquet(package / "items.parquet", columns=["item_id", "image"])
+    test = items[items["item_id"].str.startswith("test-")].iloc[:QUERIES]
+    return [base64.b64encode(bytes(png)).decode() for png in test["image"]]
+
+
+REFERENCE = """
+import base64, io
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+class NaiveSimilar(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        import tensorflow as tf
+
+        self.model = tf.keras.models.load_model(context.artifacts["model"], compile=False)
+        self.vectors = np.load(context.artifacts["vectors"])
+        self.ids = np.load(context.artifacts["item_ids"])
+
+    def predict(self, context, model_input, params=None):
+        images = np.stack([
+            np.asarray(Image.open(io.BytesIO(base64.b64decode(b))).convert("L"), dtype=np.float32)
+            for b in model_input["image"]
+        ])[..., None]
+        embeddings = self.model.predict(images, verbose=0)
+        scores = embeddings @ self.vectors.T
+        top = np.argsort(-scores, axis=1)[:, :5]
+        return pd.DataFrame({
+            "item_ids": [list(self.ids[row]) for row in top],
+            "scores": [list(map(float, s[row])) for s, row in zip(scores, top)],
+        })
+"""
+
+
+def save_reference(workdir: Path) -> Path:
+    import mlflow.pyfunc
+
+    target = workdir / "reference-pyfunc"
+    if (target / "MLmodel").exists():
+        return target
+    code = workdir / "naive_similar.py"
+    code.write_text(REFERENCE)
+    sys.path.insert(0, str(workdir))
+    from naive_similar import NaiveSimilar  # type: ignore[import-not-found]
+
+    files = {"model": "embedding.keras", "vectors": "vectors.npy", "item_ids": "item_ids.npy"}
+    artifacts = {name: str(workdir / "model" / file) for name, file in files.items()}
+    mlflow.pyfunc.save_model(target, python_model=NaiveSimilar(), artifacts=artifacts, code_paths=[str(code)])
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start(command: list[str], url: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"{command[0]} exited:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return process
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGTERM)
+    sys.exit(f"not ready in 300 s: {command}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(30)
+
+
+def load(url: str, headers: dict[str, str], bodies: list[bytes], clients: int, seconds: float) -> dict:
+    """`clients` threads, each sending its next request when the previous answer arrived."""
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    stop_at = 0.0
+
+    def client(number: int) -> None:
+        with requests.Session() as session:
+            i = number
+            while True:
+                body = bodies[i % len(bodies)]
+                i += clients
+                sent = time.perf_counter()
+                if sent >= stop_at:
+                    return
+                response = session.post(url, data=body, headers=headers, timeout=60)
+                done = time.perf_counter()
+                if response.status_code != 200:
+                    errors[number] += 1
+                latencies[number].append(done - sent)
+
+    # warm-up: connections, first calls
+    stop_at = time.perf_counter() + 2
+    warm = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    [t.start() for t in warm]
+    [t.join() for t in warm]
+    latencies = [[] for _ in range(clients)]
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    stop_at = started + seconds
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    wall = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    all_ms = np.array([x for per in latencies for x in per]) * 1000
+    return {
+        "requests": len(all_ms),
+        "errors": sum(errors),
+        "rps": len(all_ms) / wall,
+        "p50_ms": float(np.percentile(all_ms, 50)),
+        "p99_ms": float(np.percentile(all_ms, 99)),
+        "client_cpu_pct": 100 * cpu / wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per configuration")
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".simrec" / "bench" / "serve")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    package, images = build(args.workdir)
+    reference = save_reference(args.workdir)
+    print("uptime before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+
+    token = "bench-token"
+    port = free_port()
+    simrec = start(
+        [
+            str(ENVS / "serve/bin/python"),
+            "-m",
+            "simrec",
+            "serve",
+            "--package",
+            str(package),
+            "--port",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/v2/health/ready",
+        args.workdir / "simrec-serve.log",
+        env | {"SIMREC_SERVE_TOKEN": token},
+    )
+    results = {}
+    try:
+        similar = [json.dumps({"image": image, "k": K}).encode() for image in images]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        for clients in (1, 8):
+            results[("simrec serve /similar", clients)] = load(
+                f"http://127.0.0.1:{port}/similar", headers, similar, clients, args.seconds
+            )
+            print("simrec serve /similar", clients, results[("simrec serve /similar", clients)], flush=True)
+        infer = [
+            json.dumps(
+                {
+                    "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [image]}],
+                    "parameters": {"k": K},
+                }
+            ).encode()
+            for image in images
+        ]
+        results[("simrec serve v2 infer", 8)] = load(
+            f"http://127.0.0.1:{port}/v2/models/simrec/infer", headers, infer, 8, args.seconds
+        )
+    finally:
+        stop(simrec)
+
+    port = free_port()
+    mlflow = start(
+        [
+            str(ENVS / "steps/bin/mlflow"),
+            "models",
+            "serve",
+            "-m",
+            str(reference),
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        f"http://127.0.0.1:{port}/ping",
+        args.workdir / "mlflow-serve.log",
+        env | {"PATH": f"{ENVS / 'steps/bin'}:{os.environ['PATH']}"},  # it runs `uvicorn` from PATH
+    )
+    try:
+        bodies = [
+            json.dumps({"dataframe_split": {"columns": ["image"], "data": [[i]]}}).encode() for i in images
+        ]
+        for clients in (1, 8):
+            results[("mlflow models serve (reference)", clients)] = load(
+                f"http://127.0.0.1:{port}/invocations",
+                {"Content-Type": "application/json"},
+                bodies,
+                clients,
+                args.seconds,
+            )
+    finally:
+        stop(mlflow)
+    print("uptime after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+
+    print(f"\ntop-{K} over {70_000} items, {args.seconds:.0f} s per row, {os.cpu_count()} CPU cores")
+    columns = ("clients", 8), ("requests", 10), ("errors", 8), ("req/s", 9), ("p50 ms", 9), ("p99 ms", 9)
+    print(f"{'server':<34}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
+    for (name, clients), r in results.items():
+        print(
+            f"{name:<34}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
+        )
+    ours = results[("simrec serve /similar", 8)]["rps"]
+    theirs = results[("mlflow models serve (reference)", 8)]["rps"]
+    print(f"\nthroughput at 8 clients: {ours / theirs:.1f}x the reference")
+
+
+if __name__ == "__main__":
+    main()

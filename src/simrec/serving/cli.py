@@ -1,0 +1,84 @@
+"""`simrec serve`: the similar-items endpoint in the serve environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+
+from simrec.errors import InputError
+
+TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simrec serve",
+        description="Serve a recommender package over HTTP (friendly JSON, Open Inference Protocol v2, "
+        f"web page). The bearer token comes from ${TOKEN_VARIABLE}.",
+    )
+    parser.add_argument("--package", help="recommender package folder to serve at start (else: deploy one)")
+    parser.add_argument("--version", default="1", help="version label of --package (default 1)")
+    parser.add_argument("--model-name", default="simrec", help="model name in /v2/models/<name>")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--no-auth", action="store_true", help="serve without a token (local use only)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="TensorFlow intra-op and faiss threads per request (default 1: concurrent requests, not "
+        "one request, use the cores)",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="inference request limit")
+    parser.add_argument("--max-admin-body-bytes", type=int, default=64 << 20, help="admin request limit")
+    parser.add_argument(
+        "--switch-interval-ms", type=float, default=0.5, help="Python's GIL switch interval (default 0.5)"
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def limit_threads(threads: int) -> None:
+    """Before any model loads: TensorFlow's pools are fixed at first use."""
+    import faiss
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    token = None if args.no_auth else os.environ.get(TOKEN_VARIABLE)
+    if not token and not args.no_auth:
+        raise InputError(
+            f"no token: set {TOKEN_VARIABLE} (a Kubernetes Secret on a cluster) or pass --no-auth"
+        )
+    import uvicorn
+
+    from simrec.serving.app import create_app
+    from simrec.serving.state import Refused, ServingState
+
+    limit_threads(args.threads)
+    # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
+    # instead of the default 5 ms, so queries answered meanwhile stay fast.
+    sys.setswitchinterval(args.switch_interval_ms / 1000)
+    state = ServingState(args.model_name)
+    app = create_app(state, token, args.max_body_bytes, args.max_admin_body_bytes)
+
+    def load_first() -> None:
+        try:
+            state.deploy(args.package, args.version)
+        except Refused as refused:
+            log.error("not serving %s: %s", args.package, refused.reason)
+
+    if args.package:
+        # The server listens (live, not ready) while the package loads, as probes expect.
+        threading.Thread(target=load_first, name="load-package", daemon=True).start()
+    log.info("simrec serve on http://%s:%d (auth: %s)", args.host, args.port, "off" if args.no_auth else "on")
+    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")

@@ -1,0 +1,168 @@
+"""What the server is serving, and the only code that changes it.
+
+Requests read `state.current` once and use that object to the end, so a switch (one attribute
+assignment, atomic in Python) never mixes two versions inside one answer. Deploy, rollback and catalogue
+additions build the next object completely beside the serving one and then switch; one admin lock keeps
+them from interleaving. The previous version stays loaded, so a rollback is a switch too."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from simrec.errors import InputError
+from simrec.recommender import ITEM_COLUMNS, Recommender
+
+log = logging.getLogger(__name__)
+HISTORY_SIZE = 50
+
+
+class Refused(Exception):
+    """An admin request that changed nothing; the old version keeps serving."""
+
+    def __init__(self, reason: str, status: int = 409) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Served:
+    version: str
+    package: str
+    recommender: Recommender
+    loaded_at: str
+
+    @property
+    def index_version(self) -> int:
+        return self.recommender.index_version
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "package": self.package,
+            "index_version": self.index_version,
+            "items": len(self.recommender.items),
+            "model_id": self.recommender.manifest["model_id"],
+            "loaded_at": self.loaded_at,
+        }
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ServingState:
+    def __init__(self, model_name: str) -> None:
+        self.model_name = model_name
+        self.current: Served | None = None
+        self.previous: Served | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SIZE)
+        # Items added to the live index; re-added (embedded with the then-serving model) after a deploy
+        # or rollback switches to an index that lacks them, so a refresh is never silently undone.
+        self.live_items = pd.DataFrame({column: [] for column in ITEM_COLUMNS})
+        self._admin = threading.Lock()
+
+    def _record(self, action: str, version: str | None, outcome: str, reason: str = "", **extra: Any) -> None:
+        entry = {"time": _now(), "action": action, "version": version, "outcome": outcome, "reason": reason}
+        self.history.append(entry | extra)
+        log.info("%s %s: %s %s", action, version, outcome, reason)
+
+    def _locked(self, action: str) -> None:
+        if not self._admin.acquire(blocking=False):
+            raise Refused(f"{action} refused: another deploy, rollback or catalogue update is in progress")
+
+    def _with_live_items(self, recommender: Recommender) -> Recommender:
+        missing = self.live_items[~self.live_items["item_id"].isin(recommender.rows.index)]
+        return recommender.with_items(missing) if len(missing) else recommender
+
+    def deploy(self, package: str, version: str) -> dict[str, Any]:
+        """Loads the package beside the serving version, warms it up, checks its smoke queries, then
+        switches. Any failure raises Refused and leaves the serving version as it was."""
+        self._locked("deploy")
+        try:
+            current = self.current
+            if current is not None and current.version == version and current.package == package:
+                self._record("deploy", version, "unchanged", "already serving this version")
+                return {"outcome": "unchanged", "serving": current.describe()}
+            try:
+                recommender = self._load(package)
+            except Refused as refused:
+                self._record("deploy", version, "refused", refused.reason, package=package)
+                raise
+            served = Served(version, package, self._with_live_items(recommender), _now())
+            self.previous, self.current = current, served
+            self._record("deploy", version, "serving", package=package)
+            return {"outcome": "serving", "serving": served.describe()}
+        finally:
+            self._admin.release()
+
+    @staticmethod
+    def _load(package: str) -> Recommender:
+        if not Path(package).is_dir():
+            raise Refused(f"package folder {package!r} does not exist on the server", 400)
+        try:
+            recommender = Recommender(Path(package))
+            # Warm-up: the first call traces the tf.function; do it before any user request can wait.
+            recommender.similar_to_pixels(np.zeros((1, 28, 28), np.uint8), 5)
+            problems = recommender.check_smoke_queries()
+        except InputError as exc:
+            raise Refused(f"not a usable package: {exc}") from exc
+        except Exception as exc:  # a corrupt model or index file raises whatever its loader raises
+            raise Refused(f"package failed to load: {type(exc).__name__}: {exc}") from exc
+        if problems:
+            raise Refused(f"smoke queries answer differently than when the package was built: {problems[:3]}")
+        return recommender
+
+    def rollback(self) -> dict[str, Any]:
+        self._locked("rollback")
+        try:
+            if self.previous is None:
+                reason = "no previous version to roll back to"
+                self._record("rollback", None, "refused", reason)
+                raise Refused(reason)
+            back = self.previous
+            back = Served(back.version, back.package, self._with_live_items(back.recommender), _now())
+            self.previous, self.current = self.current, back
+            self._record("rollback", back.version, "serving")
+            return {"outcome": "serving", "serving": back.describe()}
+        finally:
+            self._admin.release()
+
+    def add_items(self, items: pd.DataFrame) -> dict[str, Any]:
+        """Adds the items the live index lacks as its next version (already known ids are skipped)."""
+        self._locked("adding items")
+        try:
+            current = self.current
+            if current is None:
+                raise Refused("no model is loaded yet", 503)
+            new = items[~items["item_id"].isin(current.recommender.rows.index)]
+            if len(new) == 0:
+                return {"added": 0, "skipped": len(items), "serving": current.describe()}
+            grown = current.recommender.with_items(new)  # InputError (bad PNG, duplicate) changes nothing
+            self.current = Served(current.version, current.package, grown, current.loaded_at)
+            self.live_items = pd.concat([self.live_items, new[ITEM_COLUMNS]], ignore_index=True)
+            self._record(
+                "add_items", current.version, "serving", f"{len(new)} items", index=grown.index_version
+            )
+            return {"added": len(new), "skipped": len(items) - len(new), "serving": self.current.describe()}
+        finally:
+            self._admin.release()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "ready": self.current is not None,
+            "current": self.current.describe() if self.current else None,
+            "previous": self.previous.describe() if self.previous else None,
+            "live_items": len(self.live_items),
+            "history": list(self.history)[::-1],
+        }

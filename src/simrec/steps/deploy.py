@@ -1,0 +1,184 @@
+"""Deploy step: hot-swap a recommender package into a running `simrec serve`, or roll it back.
+
+The server does the work (load beside the serving version, warm up, smoke queries, atomic switch); this
+module asks it over its admin API and reports the answer. When no server URL is given, a local server is
+started detached (it outlives this command) with its pid, port, token and log in a state folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from simrec.errors import InputError
+from simrec.paths import CHECKOUT, envs_dir
+
+TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
+
+
+class DeployError(InputError):
+    """The server refused the request (the serving version is unchanged) or could not be reached."""
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("SIMREC_SERVE_STATE") or CHECKOUT / ".simrec" / "serve")
+
+
+def call(method: str, url: str, token: str | None, body: Any = None, timeout: float = 30.0) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = requests.request(method, url, json=body, headers=headers, timeout=timeout)
+    except requests.RequestException as exc:
+        raise DeployError(f"no answer from {url}: {exc}") from exc
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = {"error": response.text[:500]}
+    if response.status_code >= 400:
+        raise DeployError(f"{url} answered {response.status_code}: {answer.get('error', answer)}")
+    return answer
+
+
+def deploy(server_url: str, token: str | None, package_dir: Path, version: str) -> dict[str, Any]:
+    """Makes the server serve `package_dir` as `version`; DeployError (old version still serving) if the
+    package does not load or its smoke queries answer differently than when it was built."""
+    body = {"package": str(Path(package_dir).resolve()), "version": version}
+    return call("POST", f"{server_url.rstrip('/')}/admin/deploy", token, body, DEPLOY_TIMEOUT_S)
+
+
+def rollback(server_url: str, token: str | None) -> dict[str, Any]:
+    """Switches the server back to the version it served before the last deploy or rollback."""
+    return call("POST", f"{server_url.rstrip('/')}/admin/rollback", token, timeout=60.0)
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    url: str
+    token: str
+    pid: int
+    log: Path
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/v2/health/live", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def _local_token(state_dir: Path) -> str:
+    """$SIMREC_SERVE_TOKEN, else the state folder's token (created once, readable by the owner only)."""
+    if os.environ.get(TOKEN_VARIABLE):
+        return os.environ[TOKEN_VARIABLE]
+    path = state_dir / "token"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def ensure_local_server(
+    state_dir: Path | None = None, port: int = 8080, host: str = "127.0.0.1", timeout_s: float = 120.0
+) -> LocalServer:
+    """The local server recorded in `state_dir` if it answers, else a new detached `simrec serve`."""
+    state_dir = state_dir or default_state_dir()
+    token = _local_token(state_dir)
+    record = state_dir / "server.json"
+    if record.exists():
+        known = json.loads(record.read_text())
+        if _answers(known["url"]):
+            return LocalServer(known["url"], token, known["pid"], Path(known["log"]))
+    url = f"http://{host}:{port}"
+    if _answers(url):
+        raise DeployError(f"another server answers at {url} (not started from {state_dir}); pass --server")
+    log_path = state_dir / "server.log"
+    command = [str(envs_dir() / "serve" / "bin" / "python"), "-m", "simrec", "serve", "--host", host]
+    with log_path.open("ab") as log:
+        # A new session: the server survives this command and Ctrl-C in its terminal.
+        process = subprocess.Popen(
+            [*command, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ | {TOKEN_VARIABLE: token},
+            start_new_session=True,
+        )
+    record.write_text(json.dumps({"url": url, "pid": process.pid, "port": port, "log": str(log_path)}))
+    deadline = time.monotonic() + timeout_s
+    while not _answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise DeployError(f"the local server did not start (see {log_path}):\n{tail}")
+        time.sleep(0.3)
+    return LocalServer(url, token, process.pid, log_path)
+
+
+def _server(args: argparse.Namespace) -> tuple[str, str | None]:
+    if args.server:
+        return args.server, os.environ.get(TOKEN_VARIABLE)
+    local = ensure_local_server(args.state_dir, args.port)
+    return local.url, local.token
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", help=f"server URL (token from ${TOKEN_VARIABLE}); default: a local one")
+    parser.add_argument("--state-dir", type=Path, help="local server's state folder (default .simrec/serve)")
+    parser.add_argument("--port", type=int, default=8080, help="port of the local server (default 8080)")
+    parser.add_argument("--result-out", type=Path, help="write the server's answer (JSON) here too")
+
+
+def _report(answer: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(answer, indent=2, sort_keys=True)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The deploy step's flags (the component YAML's contract test reads them from here)."""
+    parser = argparse.ArgumentParser(prog="simrec deploy", description=__doc__.splitlines()[0])
+    parser.add_argument("ref", nargs="?", help="registered model version MODEL/VERSION (MLflow registry)")
+    parser.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
+    parser.add_argument("--version", help="version label for --package")
+    _add_server_flags(parser)
+    return parser
+
+
+def deploy_main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.ref) == bool(args.package):
+        parser.error("give either MODEL/VERSION or --package DIR --version LABEL")
+    if args.package:
+        if not args.version:
+            parser.error("--package needs --version")
+        package, version = args.package, args.version
+    else:
+        from simrec import registry  # steps env, written with the register step; only needed here
+
+        resolved = registry.resolve(args.ref)
+        version = str(getattr(resolved, "version", resolved))
+        target = (args.state_dir or default_state_dir()) / "packages" / args.ref.replace("/", "-")
+        package = registry.download_package(resolved, target)
+    url, token = _server(args)
+    _report(deploy(url, token, package, version) | {"server": url}, args.result_out)
+
+
+def rollback_main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="simrec rollback", description=rollback.__doc__)
+    _add_server_flags(parser)
+    args = parser.parse_args(argv)
+    url, token = _server(args)
+    _report(rollback(url, token) | {"server": url}, args.result_out)

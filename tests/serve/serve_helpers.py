@@ -1,0 +1,95 @@
+"""A real `simrec serve` process on a free loopback port, for the tests in this folder."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+import simrec
+
+SRC = str(Path(simrec.__file__).resolve().parents[1])  # the simrec these tests import, also for servers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_env(token: str | None) -> dict[str, str]:
+    env = os.environ | {"PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("SIMREC_SERVE_TOKEN", None)
+    if token:
+        env["SIMREC_SERVE_TOKEN"] = token
+    return env
+
+
+@dataclass
+class Server:
+    url: str
+    token: str | None
+    process: subprocess.Popen
+    log: Path
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return self.session.get(self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return self.session.post(self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs)
+
+    def similar(self, **body) -> list[str]:
+        response = self.post("/similar", json=body)
+        assert response.status_code == 200, response.text
+        return [item["item_id"] for item in response.json()["items"]]
+
+    def stop(self) -> None:
+        self.session.close()
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_server(folder: Path, token: str | None, *args: str, wait_ready: bool = True) -> Server:
+    """`python -m simrec serve ...` in this interpreter's environment (the serve env)."""
+    port = free_port()
+    log = folder / f"server-{port}.log"
+    command = [sys.executable, "-m", "simrec", "serve", "--port", str(port), *args]
+    if not token:
+        command.append("--no-auth")
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(token))
+    server = Server(f"http://127.0.0.1:{port}", token, process, log)
+    deadline = time.monotonic() + 120
+    path = "/v2/health/ready" if wait_ready else "/v2/health/live"
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if requests.get(server.url + path, timeout=2).status_code == 200:
+                return server
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            server.stop()
+            raise AssertionError(f"server not {path} in 120 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

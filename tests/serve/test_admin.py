@@ -1,0 +1,169 @@
+"""Hot swap, rollback and live catalogue additions, driven through simrec.steps.deploy / refresh (the
+clients the pipeline uses) against a real server process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import pandas as pd
+import pytest
+from conftest import TOKEN
+from pngs import pattern, png
+from serve_helpers import b64, server_env
+
+from simrec.steps.deploy import DeployError, deploy, rollback
+from simrec.steps.refresh import refresh
+
+
+def answer(server, item_id: str = "item-00007") -> tuple[str, list[str]]:
+    response = server.post("/similar", json={"item_id": item_id, "k": 5})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    return body["model_version"], [n["item_id"] for n in body["items"]]
+
+
+def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
+    server = admin_server
+    url = server.url
+    version_1 = answer(server)
+    assert version_1[0] == "1"
+    with pytest.raises(DeployError, match=r"409.*no previous version"):
+        rollback(url, TOKEN)
+
+    refusals = {
+        "bad-smoke": "smoke queries answer differently",
+        "bad-model": "package",  # the corrupt model file: not loadable / not the model the package names
+    }
+    for name, reason in refusals.items():
+        with pytest.raises(DeployError, match=reason):
+            deploy(url, TOKEN, packages[name], "2")
+        assert answer(server) == version_1, f"{name}: the old version must keep answering"
+    with pytest.raises(DeployError, match="401"):
+        deploy(url, "wrong-token", packages["v2"], "2")
+
+    # Queries keep being answered, each wholly by one version, while version 2 loads and takes over.
+    seen: list[tuple[str, list[str]]] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            seen.append(answer(server))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        result = deploy(url, TOKEN, packages["v2"], "2")
+    finally:
+        stop.set()
+        asker.join()
+    assert result["outcome"] == "serving" and result["serving"]["version"] == "2"
+    version_2 = answer(server)
+    assert version_2[0] == "2" and version_2[1] != version_1[1]
+    assert version_1 in seen and all(s in (version_1, version_2) for s in seen)
+    # item-00250 exists only in version 1's catalogue (300 items; version 2 has 200).
+    assert server.post("/similar", json={"item_id": "item-00250"}).status_code == 404
+    assert deploy(url, TOKEN, packages["v2"], "2")["outcome"] == "unchanged"
+
+    back = rollback(url, TOKEN)
+    assert back["serving"]["version"] == "1"
+    assert answer(server) == version_1
+    assert server.post("/similar", json={"item_id": "item-00250"}).status_code == 200
+    assert rollback(url, TOKEN)["serving"]["version"] == "2"
+    assert answer(server) == version_2
+
+    status = server.get("/admin/status").json()
+    assert status["current"]["version"] == "2" and status["previous"]["version"] == "1"
+    outcomes = [(h["action"], h["version"], h["outcome"]) for h in reversed(status["history"])]
+    assert outcomes == [
+        ("deploy", "1", "serving"),
+        ("rollback", None, "refused"),
+        ("deploy", "2", "refused"),
+        ("deploy", "2", "refused"),
+        ("deploy", "2", "serving"),
+        ("deploy", "2", "unchanged"),
+        ("rollback", "1", "serving"),
+        ("rollback", "2", "serving"),
+    ]
+    assert "smoke" in status["history"][-3]["reason"]
+
+
+def write_lake(folder, items: pd.DataFrame) -> str:
+    """A catalogue Delta table `train` (the ingest step's columns that refresh reads), without Spark."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    table = pa.table(
+        {
+            "item_id": pa.array(items["item_id"], pa.string()),
+            "label": pa.array(items["label"], pa.int32()),
+            "label_name": pa.array(items["label_name"], pa.string()),
+            "image": pa.array([bytes(i) for i in items["image"]], pa.binary()),
+        }
+    )
+    write_deltalake(str(folder / "lake" / "train"), table)
+    return str(folder / "lake")
+
+
+def test_new_items_become_retrievable(admin_server, packages, tmp_path):
+    server = admin_server
+    new_png = png(pattern(11))
+    before = server.post("/similar", json={"image": b64(new_png), "k": 3}).json()
+    assert before["index_version"] == 1 and "new-1" not in [n["item_id"] for n in before["items"]]
+
+    item = {"item_id": "new-1", "label": 8, "label_name": "Bag", "image": b64(new_png)}
+    added = server.post("/admin/items", json={"items": [item]})
+    assert added.json() == {"added": 1, "skipped": 0, "index_version": 2, "catalogue_size": 301}
+    after = server.post("/similar", json={"image": b64(new_png), "k": 3}).json()
+    assert after["index_version"] == 2
+    assert after["items"][0]["item_id"] == "new-1" and after["items"][0]["score"] == pytest.approx(
+        1, abs=1e-4
+    )
+    assert after["items"][0]["label_name"] == "Bag"
+    assert server.get("/items/new-1/image").content == new_png
+    assert server.post("/admin/items", json={"items": [item]}).json()["added"] == 0  # idempotent
+
+    broken = item | {"item_id": "new-2", "image": b64(png(pattern(1), mode="RGB"))}
+    response = server.post("/admin/items", json={"items": [broken]})
+    assert response.status_code == 400 and "new-2" in response.json()["error"]
+    assert server.get("/admin/items").json()["index_version"] == 2
+
+    # refresh: the lake holds three items the server has and two it lacks; only those two are sent.
+    v1_items = pd.read_parquet(packages["v1"] / "items.parquet")
+    fresh = pd.DataFrame(
+        {
+            "item_id": ["lake-1", "lake-2"],
+            "label": [0, 5],
+            "label_name": ["T-shirt/top", "Sandal"],
+            "image": [png(pattern(21)), png(pattern(22))],
+        }
+    )
+    lake = write_lake(tmp_path, pd.concat([v1_items.iloc[:3], fresh], ignore_index=True))
+    result = refresh(server.url, TOKEN, lake, ("train",))
+    assert result["sent"] == 2 and result["added"] == 2 and result["index_version"] == 3
+    for row in fresh.itertuples():
+        assert server.similar(image=b64(row.image), k=1) == [row.item_id]
+    # The command line does the same (nothing left to send now).
+    command = [
+        sys.executable,
+        "-m",
+        "simrec",
+        "refresh",
+        "--server",
+        server.url,
+        "--lake-uri",
+        lake,
+        "--tables",
+        "train",
+    ]
+    done = subprocess.run(command, env=server_env(TOKEN), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["sent"] == 0
+
+    # Items added live survive a deploy (re-embedded by the new model) and a rollback.
+    deploy(server.url, TOKEN, packages["v2"], "2")
+    assert server.similar(image=b64(new_png), k=1) == ["new-1"]
+    rollback(server.url, TOKEN)
+    assert server.similar(image=b64(png(pattern(22))), k=1) == ["lake-2"]

@@ -1,0 +1,45 @@
+"""`simrec deploy --package DIR --version LABEL` with no --server: starts a detached local server (state
+in a folder), deploys into it; a second deploy reuses it; `simrec rollback` switches back."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import requests
+from serve_helpers import free_port, server_env
+
+
+def run(*args: str, state, port: int) -> dict:
+    command = [sys.executable, "-m", "simrec", *args, "--state-dir", str(state), "--port", str(port)]
+    done = subprocess.run(command, env=server_env(None), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_deploy_starts_local_server(packages, tmp_path):
+    state, port = tmp_path / "serve-state", free_port()
+    first = run("deploy", "--package", str(packages["v1"]), "--version", "1", state=state, port=port)
+    record = json.loads((state / "server.json").read_text())
+    try:
+        assert first["outcome"] == "serving" and first["server"] == f"http://127.0.0.1:{port}"
+        assert oct((state / "token").stat().st_mode & 0o777) == "0o600"
+        headers = {"Authorization": f"Bearer {(state / 'token').read_text().strip()}"}
+        assert requests.get(first["server"] + "/admin/status", timeout=10).status_code == 401
+        assert requests.get(first["server"] + "/admin/status", headers=headers, timeout=10).json()["ready"]
+
+        second = run("deploy", "--package", str(packages["v2"]), "--version", "2", state=state, port=port)
+        assert second["serving"]["version"] == "2"
+        assert json.loads((state / "server.json").read_text())["pid"] == record["pid"]  # same server
+
+        back = run("rollback", state=state, port=port)
+        assert back["serving"]["version"] == "1"
+        command = [sys.executable, "-m", "simrec", "deploy", "--package", str(packages["bad-smoke"])]
+        command += ["--version", "3", "--state-dir", str(state), "--port", str(port)]
+        refused = subprocess.run(command, env=server_env(None), capture_output=True, text=True, timeout=300)
+        assert refused.returncode != 0 and "smoke queries" in refused.stderr
+    finally:
+        os.kill(record["pid"], signal.SIGTERM)  # the server this test started (detached: not our child)
