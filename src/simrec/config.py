@@ -115,6 +115,19 @@ class TuneConfig(_Section):
         return space_json(parse_space(space, "tune.space"))
 
 
+class ServeConfig(_Section):
+    """Where deploy rolls the champion out to."""
+
+    server: str | None = Field(None, description="endpoint URL (token: SIMREC_SERVE_TOKEN); null: local")
+    port: int = Field(8080, ge=1, le=65535, description="port of the local simrec serve")
+    state_dir: str = Field(description="local server's folder: pid, port, token, log, packages")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _resolve(cls, location: str) -> str:
+        return _absolute(location)
+
+
 class SimrecConfig(_Section):
     profile: Literal["smoke", "embedded", "full"]
     storage: StorageConfig
@@ -123,6 +136,7 @@ class SimrecConfig(_Section):
     train: TrainConfig = TrainConfig()
     tune: TuneConfig
     evaluate: EvaluateConfig = EvaluateConfig()
+    serve: ServeConfig
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

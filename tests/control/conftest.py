@@ -1,4 +1,8 @@
+import contextlib
+import json
 import os
+import signal
+import socket
 from pathlib import Path
 
 import pytest
@@ -6,7 +10,7 @@ from datagen import write_dataset
 
 
 @pytest.fixture
-def smoke_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def smoke_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Environment for a smoke-profile run on generated data, with every store under tmp_path."""
     source = write_dataset(tmp_path / "fmnist")
     overrides = {
@@ -16,7 +20,20 @@ def smoke_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "SIMREC__STORAGE__CHECKPOINT_ROOT": str(tmp_path / "checkpoints"),
         "SIMREC__STORAGE__MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "SIMREC__STORAGE__MLFLOW_ARTIFACT_ROOT": str(tmp_path / "mlflow-artifacts"),
+        "SIMREC__SERVE__STATE_DIR": str(tmp_path / "serve"),
+        "SIMREC__SERVE__PORT": str(_free_port()),
     }
     for name, value in overrides.items():
         monkeypatch.setenv(name, value)
-    return dict(os.environ)
+    yield dict(os.environ)
+    # deploy leaves its local server running (as it should for a user): stop it after the test
+    record = tmp_path / "serve" / "server.json"
+    if record.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import requests
 from control_helpers import CHECKOUT, simrec
 from datagen import write_split
 
@@ -32,6 +33,18 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert "validate     succeeded" in first.stdout
     registered = json.loads((tmp_path / "runs" / "one" / "register" / "registered").read_text())
     assert (registered["version"], registered["aliases"]) == (1, ["challenger", "champion"])
+    deployed = json.loads((tmp_path / "runs" / "one" / "deploy" / "result").read_text())
+    assert deployed["outcome"] == "serving" and deployed["serving"]["version"] == "1"
+    # the local server outlives the run and answers with the champion
+    server = json.loads((tmp_path / "serve" / "server.json").read_text())
+    token = (tmp_path / "serve" / "token").read_text().strip()
+    answer = requests.post(
+        f"{server['url']}/similar",
+        json={"item_id": "test-000000", "k": 3},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    ).json()
+    assert answer["model_version"] == "1" and len(answer["items"]) == 3
     tuning = json.loads((tmp_path / "runs" / "one" / "tune" / "summary").read_text())
     assert (tuning["trials"], tuning["parallelism"]) == (2, 2)  # the smoke profile's search
     best = json.loads((tmp_path / "runs" / "one" / "tune" / "best_params").read_text())
@@ -59,6 +72,7 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert "validate     cached" in second.stdout
     again = json.loads((tmp_path / "runs" / "two" / "register" / "registered").read_text())
     assert again["version"] == 1 and again["decision"].startswith("already registered")
+    assert json.loads((tmp_path / "runs" / "two" / "deploy" / "result").read_text())["outcome"] == "unchanged"
     assert not (tmp_path / "runs" / "two" / "train").exists()
 
 

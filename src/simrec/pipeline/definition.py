@@ -17,7 +17,7 @@ from simrec.errors import InputError
 from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
 
 PIPELINE_NAME = "simrec"
-STEPS = ("ingest", "tune", "train", "evaluate", "validate", "register")
+STEPS = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")
 # Kubernetes Secrets the cluster provides (charts/); embedded runs ignore platform settings.
 OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -58,6 +58,7 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     evaluate_op = load_step("evaluate", components_dir)
     validate_op = load_step("validate", components_dir)
     register_op = load_step("register", components_dir)
+    deploy_op = load_step("deploy", components_dir)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
     def simrec_pipeline(
@@ -79,6 +80,8 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         gate_mode: str,
         min_recall_at_1: float,
         max_regression: float,
+        serve_port: int,
+        serve_state_dir: str,
         git_sha: str = "unknown",
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
@@ -157,6 +160,18 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         # A new version and alias moves on every run that reaches it; a cached register would skip them.
         register.set_caching_options(False)
 
+        where = {"server": config.serve.server} if config.serve.server else {}
+        deploy = deploy_op(
+            registered=register.outputs["registered"],
+            model_name=model_name,
+            port=serve_port,
+            state_dir=serve_state_dir,
+            **where,
+        )
+        _mlflow_env(deploy, config)
+        # Always runs: it makes sure the endpoint serves the champion (a no-op switch when it already does).
+        deploy.set_caching_options(False)
+
     return simrec_pipeline
 
 
@@ -181,6 +196,8 @@ def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
         "gate_mode": config.evaluate.gate_mode,
         "min_recall_at_1": config.evaluate.min_recall_at_1,
         "max_regression": config.evaluate.max_regression,
+        "serve_port": config.serve.port,
+        "serve_state_dir": config.serve.state_dir,
     }
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from simrec.errors import InputError
 from simrec.paths import CHECKOUT, envs_dir
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+MANUAL_ONLY = "by hand"  # flags the pipeline's component does not pass
 DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
 
 
@@ -149,10 +151,14 @@ def _report(answer: dict[str, Any], out: Path | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The deploy step's flags (the component YAML's contract test reads them from here)."""
     parser = argparse.ArgumentParser(prog="simrec deploy", description=__doc__.splitlines()[0])
-    parser.add_argument("ref", nargs="?", help="registered model version MODEL/VERSION (MLflow registry)")
-    parser.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
-    parser.add_argument("--version", help="version label for --package")
+    parser.add_argument(
+        "ref", nargs="?", help="registered version: MODEL/VERSION or MODEL@ALIAS (MLflow registry)"
+    )
+    parser.add_argument("--registered", type=Path, help="register's record (the pipeline passes it)")
     _add_server_flags(parser)
+    by_hand = parser.add_argument_group(MANUAL_ONLY, "serve a package folder that is not registered")
+    by_hand.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
+    by_hand.add_argument("--version", help="version label for --package")
     return parser
 
 
@@ -169,9 +175,13 @@ def deploy_main(argv: list[str] | None = None) -> None:
         from simrec import registry  # steps env, written with the register step; only needed here
 
         resolved = registry.resolve(args.ref)
-        version = str(getattr(resolved, "version", resolved))
-        target = (args.state_dir or default_state_dir()) / "packages" / args.ref.replace("/", "-")
+        version = str(resolved.version)
+        # One folder per version; the server reads a package only while it loads it.
+        target = (args.state_dir or default_state_dir()) / "packages" / f"{resolved.name}-v{version}"
+        shutil.rmtree(target, ignore_errors=True)
         package = registry.download_package(resolved, target)
+        if args.registered:
+            print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
     url, token = _server(args)
     _report(deploy(url, token, package, version) | {"server": url}, args.result_out)
 
