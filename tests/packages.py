@@ -10,19 +10,6 @@ import numpy as np
 import pandas as pd
 from datagen import class_image
 
-LABEL_NAMES = (
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-)
-
 
 def catalogue_items(count: int = 300, seed: int = 0, prefix: str = "item") -> pd.DataFrame:
     """Generated catalogue items (item_id, label, label_name, image PNG, and pixels for convenience)."""
