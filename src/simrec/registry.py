@@ -75,6 +75,11 @@ def resolve(ref: str) -> ModelVersion:
 
 def champion(name: str) -> ModelVersion | None:
     """The version the `champion` alias points at; None when the model or the alias does not exist yet."""
+    return aliased(name, CHAMPION)
+
+
+def aliased(name: str, alias: str) -> ModelVersion | None:
+    """The version `alias` points at; None when the model or the alias does not exist yet."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -83,9 +88,9 @@ def champion(name: str) -> ModelVersion | None:
         if _not_found(exc):
             return None
         raise
-    if CHAMPION not in model.aliases:
+    if alias not in model.aliases:
         return None
-    return client().get_model_version_by_alias(name, CHAMPION)
+    return client().get_model_version_by_alias(name, alias)
 
 
 def aliases(version: ModelVersion) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -91,3 +92,18 @@ def test_download_package_refuses_a_model_without_a_package(tracking, tmp_path) 
     version = registry.client().create_model_version("simrec", source=str(tmp_path / "not-a-model"))
     with pytest.raises(InputError, match="not-a-model: not an MLflow model"):
         registry.download_package(version, tmp_path / "download")
+
+
+def test_deploying_an_alias_that_does_not_exist_yet_is_a_no_op(tracking, tmp_path, capsys) -> None:
+    """The pipeline's first run with a dry-run gate (or an unblessed model) has no champion to serve."""
+    from simrec.steps.deploy import deploy_main
+
+    result = tmp_path / "result.json"
+    deploy_main(["simrec@champion", "--state-dir", str(tmp_path / "serve"), "--result-out", str(result)])
+    assert json.loads(result.read_text()) == {
+        "outcome": "nothing to deploy",
+        "reason": "simrec has no champion yet",
+    }
+    assert not (tmp_path / "serve" / "server.json").exists()  # no server was started for nothing
+    with pytest.raises(InputError, match="no registered model 'simrec'"):
+        deploy_main(["simrec/3", "--state-dir", str(tmp_path / "serve")])  # a version by hand must exist

@@ -174,6 +174,11 @@ def deploy_main(argv: list[str] | None = None) -> None:
     else:
         from simrec import registry  # steps env, written with the register step; only needed here
 
+        name, by_alias, alias = args.ref.partition("@")
+        if by_alias and registry.aliased(name, alias) is None:
+            # The pipeline's first runs: nothing blessed yet (or a dry-run gate). Not a failure.
+            _report({"outcome": "nothing to deploy", "reason": f"{name} has no {alias} yet"}, args.result_out)
+            return
         resolved = registry.resolve(args.ref)
         version = str(resolved.version)
         # One folder per version; the server reads a package only while it loads it.
