@@ -162,7 +162,7 @@ def test_quiet_output_shows_progress_lines_and_a_failed_tasks_tail(runner, tmp_p
     assert "made scarf" in (tmp_path / "runs" / "quiet" / "make" / "log.txt").read_text()
     runner.lines.clear()
     runner.run(load_ir(_compile(tmp_path)), {"text": "fail"}, run_name="failed")
-    assert "  make | a detail that explains the failure" in runner.lines
+    assert "  make | a detail that explains the failure" in runner.lines  # no one-line error: the tail
 
 
 def test_verbose_output_shows_everything(tmp_path) -> None:
@@ -177,3 +177,9 @@ def test_a_used_run_name_is_refused(runner, tmp_path) -> None:
     runner.run(ir, {"text": "sock"}, run_name="same")
     with pytest.raises(InputError, match=r"run name 'same' is already used .*choose another"):
         runner.run(ir, {"text": "sock"}, run_name="same")
+
+
+def test_a_steps_one_line_error_is_the_tasks_error(runner, tmp_path) -> None:
+    summary = runner.run(load_ir(_compile(tmp_path)), {"text": "bad"}, run_name="bad")
+    assert summary.tasks[0].error.startswith("simrec make: error: bad text (exit code 2, log: ")
+    assert not any("noise before the error" in line for line in runner.lines)

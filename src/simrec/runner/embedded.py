@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -61,6 +62,7 @@ class RunSummary:
 
 
 TAIL_LINES = 30  # of a failed task's log, shown in quiet mode
+STEP_ERROR = re.compile(r"^simrec [\w-]+: error: ")  # how the simrec command reports bad input
 
 
 class TaskFailed(RuntimeError):
@@ -132,7 +134,7 @@ class EmbeddedRunner:
         records: dict[str, TaskRecord] = {}
         for index, task in enumerate(ir.tasks, 1):
             prefix = f"[{index}/{len(ir.tasks)}] {task.name}"
-            failed_upstream = [u for u in task.upstream if records[u].status in ("failed", "skipped")]
+            failed_upstream = sorted(u for u in task.upstream if records[u].status in ("failed", "skipped"))
             if failed_upstream:
                 records[task.name] = TaskRecord(
                     task.name, "skipped", error=f"upstream {failed_upstream} failed"
@@ -265,6 +267,7 @@ class EmbeddedRunner:
         env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("PYTHONHOME", None)
         tail: list[str] = []
+        error = ""  # a step's own one-line error ("simrec <step>: error: …"), when it gave one
         with log_path.open("w") as log:
             try:
                 process = subprocess.Popen(
@@ -279,13 +282,17 @@ class EmbeddedRunner:
                 if shown is not None:
                     self.echo(f"  {label} | {shown}")
                 tail = [*tail[-TAIL_LINES + 1 :], line.rstrip()]
+                if STEP_ERROR.match(line):
+                    error = line.strip()
             code = process.wait()
         if code != 0:
-            if not self.verbose:  # the lines that explain a failure are rarely progress lines
+            if error:  # bad input, explained in one line by the step
+                raise TaskFailed(f"{error} (exit code {code}, log: {log_path})")
+            if not self.verbose:  # an unexpected failure: its traceback is in the tail, not in progress lines
                 self.echo(f"  {label} | last {len(tail)} lines of {log_path}:")
                 for line in tail:
                     self.echo(f"  {label} | {line}")
-            raise TaskFailed(f"exit code {code}; last output: {' / '.join(tail[-5:])} (log: {log_path})")
+            raise TaskFailed(f"exit code {code}; last output: {' / '.join(tail[-3:])} (log: {log_path})")
 
     def _collect_outputs(
         self, executor_input: dict[str, Any], task: Task
