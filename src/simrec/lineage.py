@@ -30,6 +30,7 @@ def read_lineage(value: str | Path) -> dict[str, Any]:
         lineage = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not an ingest lineage {what} (JSONDecodeError: {exc})") from exc
+    lineage = _whole_numbers(lineage)
     tables = lineage.get("tables") if isinstance(lineage, dict) else None
     train = tables.get("train") if isinstance(tables, dict) else None
     if (
@@ -39,3 +40,15 @@ def read_lineage(value: str | Path) -> dict[str, Any]:
     ):
         raise InputError(f"{where}: not an ingest lineage {what} (no tables.train.uri and .version)")
     return lineage
+
+
+def _whole_numbers(value: Any) -> Any:
+    """A JSON parameter passes through protobuf's Struct on KFP (and in kfp.local), where every number is a
+    double: table version 3 arrives as 3.0. The lineage holds no fractions: whole numbers are ints again."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
