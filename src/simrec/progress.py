@@ -7,12 +7,9 @@ import re
 import sys
 
 MARKER = "simrec> "
-# Lines printed by code that does not call report() (yet): the training loop's per-epoch line (Horovod
-# prefixes each rank's output with "[rank]<stdout>:") and Hyperopt's per-trial count.
-_FOREIGN = (
-    re.compile(r"^(?:\[\d+\]<stdout>:)?(epoch \d+/\d+: .*)$"),
-    re.compile(r"^.*INFO hyperopt\.tpe: (TPE using \d+/\d+ trials.*)$"),
-)
+# Lines printed by code that does not call report() (yet): the training loop's per-epoch line, in train
+# and in each tuning trial (Horovod prefixes each rank's output with "[rank]<stdout>:").
+_FOREIGN = (re.compile(r"^(?:\[\d+\]<stdout>:)?(epoch \d+/\d+: .*)$"),)
 
 
 def report(text: str) -> None:

@@ -41,8 +41,11 @@ def _arguments(config: SimrecConfig, params: list[str]) -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
-    """An output for the summary table: a JSON parameter (the lineage) would fill the screen."""
-    text = value if isinstance(value, str) else json.dumps(value)
+    """An output for the summary table: paths in full, but a JSON parameter (the lineage) would fill the
+    screen."""
+    if not isinstance(value, dict | list):
+        return str(value)
+    text = json.dumps(value)
     return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters, in run.json)"
 
 
