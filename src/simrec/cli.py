@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] not in SUBCOMMANDS:
         sys.exit(f"simrec: unknown command {argv[0]!r}\n\n{_usage()}")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     module_name, function = SUBCOMMANDS[argv[0]][0].split(":")
     entrypoint = getattr(importlib.import_module(module_name), function)

@@ -4,11 +4,12 @@ SIMREC__SECTION__KEY environment variables; validated once, here, with errors th
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simrec import paths
 from simrec.errors import InputError, validation_problems
@@ -51,12 +52,112 @@ class StorageConfig(_Section):
         return None if location is None else _absolute(location)
 
 
+class SparkKubernetesConfig(_Section):
+    """Spark on Kubernetes (master k8s://...): Horovod ranks and SparkTrials trials run in executor pods,
+    which need the steps image, GPUs, and the checkpoint folder at the same path as the driver."""
+
+    executor_image: str | None = Field(None, description="image of the executor pods (the steps image)")
+    executor_instances: int | None = Field(None, ge=1, description="executor pods")
+    executor_gpus: int = Field(0, ge=0, description="GPUs per executor pod, one Horovod rank each")
+    checkpoint_pvc: str | None = Field(
+        None,
+        description="ReadWriteMany claim mounted in the executors at storage.checkpoint_root (rank 0 "
+        "checkpoints there and Petastorm's cache lives there)",
+    )
+
+    @property
+    def configured(self) -> bool:
+        return bool(
+            self.executor_image or self.executor_instances or self.executor_gpus or self.checkpoint_pvc
+        )
+
+
 class SparkConfig(_Section):
-    master: str = "local[*]"
+    master: str = Field(
+        "local[*]",
+        description="local[*] / local[N]: Spark (and Horovod's ranks) inside the task's own process or pod; "
+        "k8s://https://host: executor pods, see spark.kubernetes",
+    )
     driver_memory: str = "4g"
     packages: list[str] = Field(
         default_factory=list, description="extra Maven packages for the session, e.g. hadoop-aws for s3a://"
     )
+    kubernetes: SparkKubernetesConfig = SparkKubernetesConfig()
+
+    @field_validator("master")
+    @classmethod
+    def _known_master(cls, master: str) -> str:
+        if not re.fullmatch(r"local(\[(\*|[1-9]\d*)\])?|k8s://\S+", master):
+            raise ValueError(f"expected local, local[*], local[N] or k8s://URL, got {master!r}")
+        return master
+
+    @property
+    def on_kubernetes(self) -> bool:
+        return self.master.startswith("k8s://")
+
+    @property
+    def local_slots(self) -> int | None:
+        """Task slots of a local master with a fixed count (local: 1, local[N]: N), else None."""
+        if self.master == "local":
+            return 1
+        match = re.fullmatch(r"local\[(\d+)\]", self.master)
+        return int(match.group(1)) if match else None
+
+
+_CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+_MEMORY = re.compile(r"^\d+(\.\d+)?(E|P|T|G|M|K|Ei|Pi|Ti|Gi|Mi|Ki)?$")
+_MEMORY_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_MEMORY_UNITS |= {f"{unit}i": 1024 ** "KMGTPE".index(unit[0]) * 1024 for unit in "KMGTPE"}
+
+
+def cpu_cores(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def memory_bytes(quantity: str) -> float:
+    number = re.match(r"^\d+(\.\d+)?", quantity)
+    assert number is not None
+    return float(number.group(0)) * _MEMORY_UNITS[quantity[number.end() :]]
+
+
+class TaskResources(_Section):
+    """Kubernetes requests and limits of one task's pod (Kubernetes quantities: cpu "500m" or "2",
+    memory "4G" or "4Gi"). Embedded runs ignore them."""
+
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+    @field_validator("cpu_request", "cpu_limit", "memory_request", "memory_limit", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        # SIMREC__RESOURCES__TRAIN__CPU_LIMIT=4 arrives as a YAML number
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+    @field_validator("cpu_request", "cpu_limit")
+    @classmethod
+    def _cpu(cls, value: str) -> str:
+        if not _CPU.match(value):
+            raise ValueError(f"not a CPU quantity (e.g. 500m or 2): {value!r}")
+        return value
+
+    @field_validator("memory_request", "memory_limit")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError(f"not a memory quantity (e.g. 4G or 512Mi): {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> TaskResources:
+        if cpu_cores(self.cpu_request) > cpu_cores(self.cpu_limit):
+            raise ValueError(f"cpu_request {self.cpu_request} is above cpu_limit {self.cpu_limit}")
+        if memory_bytes(self.memory_request) > memory_bytes(self.memory_limit):
+            raise ValueError(
+                f"memory_request {self.memory_request} is above memory_limit {self.memory_limit}"
+            )
+        return self
 
 
 class IngestConfig(_Section):
@@ -128,6 +229,9 @@ class ServeConfig(_Section):
         return _absolute(location)
 
 
+STEP_NAMES = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")
+
+
 class SimrecConfig(_Section):
     profile: Literal["smoke", "embedded", "full"]
     storage: StorageConfig
@@ -137,6 +241,64 @@ class SimrecConfig(_Section):
     tune: TuneConfig
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig
+    resources: dict[str, TaskResources] = Field(
+        description="per task (or 'default'): the pod's CPU and memory requests and limits on a cluster"
+    )
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _every_task(cls, resources: Any) -> Any:
+        if not isinstance(resources, dict):
+            return resources  # pydantic names the type error
+        unknown = set(resources) - {"default", *STEP_NAMES}
+        if unknown:
+            raise ValueError(f"unknown task(s) {sorted(unknown)}; expected default or one of {STEP_NAMES}")
+        if "default" not in resources:
+            raise ValueError("resources.default is required (the tasks without their own entry)")
+        return resources
+
+    def task_resources(self, task: str) -> TaskResources:
+        return self.resources.get(task, self.resources["default"])
+
+    @model_validator(mode="after")
+    def _cluster_shape(self) -> SimrecConfig:
+        """A cluster shape is complete or refused: no half-configured GPU training."""
+        spark, train = self.spark, self.train
+        if not spark.on_kubernetes:
+            if spark.kubernetes.configured:
+                raise ValueError(f"spark.kubernetes is set but spark.master is {spark.master!r}, not k8s://")
+            # Horovod's ranks are Spark tasks that must all run at once in the train task.
+            slots = spark.local_slots or cpu_cores(self.task_resources("train").cpu_limit)
+            cpu_limit = self.task_resources("train").cpu_limit
+            if (spark.local_slots or train.accelerator) and slots < train.workers:
+                raise ValueError(
+                    f"train.workers {train.workers} needs as many Spark task slots; spark.master "
+                    f"{spark.master} with resources.train.cpu_limit {cpu_limit} gives {slots:g}"
+                )
+            return self
+        k8s = spark.kubernetes
+        missing = [
+            f"spark.kubernetes.{name}"
+            for name, value in (
+                ("executor_image", k8s.executor_image),
+                ("executor_instances", k8s.executor_instances),
+                ("checkpoint_pvc", k8s.checkpoint_pvc),
+            )
+            if not value
+        ]
+        if train.accelerator and not k8s.executor_gpus:
+            missing.append("spark.kubernetes.executor_gpus (train.accelerator is set)")
+        if not train.checkpoint_pvc:
+            missing.append("train.checkpoint_pvc (the driver's view of the checkpoints)")
+        if missing:
+            raise ValueError(f"spark.master {spark.master} (executor pods) needs {', '.join(missing)}")
+        slots = (k8s.executor_instances or 0) * max(1, k8s.executor_gpus)
+        if train.accelerator and slots < train.workers:
+            raise ValueError(
+                f"train.workers {train.workers} ranks need one GPU each; executors offer "
+                f"{k8s.executor_instances} x {k8s.executor_gpus}"
+            )
+        return self
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -1,30 +1,54 @@
-"""Where the code came from: the git commit recorded with every run and model."""
+"""Data lineage: ingest's record of the exact Delta table versions (and source checksums) later steps read.
+
+It travels between steps as a JSON *parameter* (KFP caches on parameter values, not artifact content), so
+`--lineage` takes the JSON text itself; a path to a JSON file is accepted too (tests, runs by hand)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
+import json
 from pathlib import Path
+from typing import Any
 
-from simrec.paths import CHECKOUT
+from simrec.errors import InputError
 
 
-def git_sha(checkout: Path = CHECKOUT) -> str:
-    """HEAD's commit, with '-dirty' when the work tree has uncommitted changes; 'unknown' outside git.
-    SIMREC_GIT_SHA wins: CI and GitOps jobs that build from a commit, not a checkout, set it."""
-    if sha := os.environ.get("SIMREC_GIT_SHA"):
-        return sha
+def read_lineage(value: str | Path) -> dict[str, Any]:
+    """The lineage from JSON text or a JSON file; InputError unless it names the train table's URI and
+    version."""
+    text = str(value)
+    if isinstance(value, str) and text.lstrip().startswith("{"):
+        where, what, raw = "--lineage", "JSON", text
+    else:
+        where, what = str(value), "file"
+        try:
+            raw = Path(value).read_text()
+        except OSError as exc:
+            raise InputError(
+                f"{where}: not an ingest lineage file ({exc.__class__.__name__}: {exc})"
+            ) from exc
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return f"{sha}-dirty" if dirty else sha
+        lineage = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not an ingest lineage {what} (JSONDecodeError: {exc})") from exc
+    lineage = _whole_numbers(lineage)
+    tables = lineage.get("tables") if isinstance(lineage, dict) else None
+    train = tables.get("train") if isinstance(tables, dict) else None
+    if (
+        not isinstance(train, dict)
+        or not isinstance(train.get("uri"), str)
+        or not isinstance(train.get("version"), int)
+    ):
+        raise InputError(f"{where}: not an ingest lineage {what} (no tables.train.uri and .version)")
+    return lineage
+
+
+def _whole_numbers(value: Any) -> Any:
+    """A JSON parameter passes through protobuf's Struct on KFP (and in kfp.local), where every number is a
+    double: table version 3 arrives as 3.0. The lineage holds no fractions: whole numbers are ints again."""
+    if isinstance(value, dict):
+        return {key: _whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

@@ -25,6 +25,11 @@ def envs_dir() -> Path:
     return _folder("SIMREC_ENVS_DIR", ".envs")
 
 
+def images_dir() -> Path:
+    """The images' folders (Dockerfile, requirements.in, the requirements.txt lock)."""
+    return _folder("SIMREC_IMAGES_DIR", "images")
+
+
 def serve_lock() -> Path:
     """The serve image's lock file: the environment a validated model states it runs in. An image that
     installs simrec (not from a checkout) sets SIMREC_SERVE_LOCK to its copy of the lock."""

@@ -41,6 +41,63 @@ def test_bad_overrides_are_named(environ, message) -> None:
         load_config("embedded", environ=environ)
 
 
+K8S = "k8s://https://kubernetes.default.svc"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"SIMREC__SPARK__MASTER": K8S},
+            r"needs spark.kubernetes.executor_image, spark.kubernetes.executor_instances, "
+            r"spark.kubernetes.checkpoint_pvc, spark.kubernetes.executor_gpus",
+        ),
+        (
+            {
+                "SIMREC__SPARK__MASTER": K8S,
+                "SIMREC__SPARK__KUBERNETES__EXECUTOR_IMAGE": "steps:1",
+                "SIMREC__SPARK__KUBERNETES__EXECUTOR_INSTANCES": "2",
+                "SIMREC__SPARK__KUBERNETES__EXECUTOR_GPUS": "1",
+                "SIMREC__SPARK__KUBERNETES__CHECKPOINT_PVC": "rwx",
+            },
+            r"train.workers 4 ranks need one GPU each; executors offer 2 x 1",
+        ),
+        ({"SIMREC__SPARK__KUBERNETES__EXECUTOR_IMAGE": "steps:1"}, r"spark.master is 'local\[\*\]', not k8s"),
+        ({"SIMREC__SPARK__MASTER": "local[2]"}, r"train.workers 4 needs as many Spark task slots"),
+        (
+            {"SIMREC__RESOURCES__TRAIN__CPU_LIMIT": "2"},
+            r"resources.train: .*cpu_request 8 is above cpu_limit 2",
+        ),
+        (
+            {"SIMREC__RESOURCES__TUNE__MEMORY_LIMIT": "lots"},
+            r"resources.tune.memory_limit: .*not a memory quantity",
+        ),
+        ({"SIMREC__RESOURCES__TRAINING__CPU_LIMIT": "2"}, r"unknown task\(s\) \['training'\]"),
+        (
+            {"SIMREC__SPARK__MASTER": "yarn"},
+            r"spark.master: .*expected local, local\[\*\], local\[N\] or k8s://URL",
+        ),
+    ],
+)
+def test_half_configured_cluster_shapes_are_refused(environ, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("full", environ=environ)
+
+
+def test_complete_multi_node_shape_loads() -> None:
+    config = load_config(
+        "full",
+        environ={
+            "SIMREC__SPARK__MASTER": K8S,
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_IMAGE": "steps:1",
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_INSTANCES": "4",
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_GPUS": "1",
+            "SIMREC__SPARK__KUBERNETES__CHECKPOINT_PVC": "rwx",
+        },
+    )
+    assert config.spark.on_kubernetes and config.spark.kubernetes.executor_gpus == 1
+
+
 def _conf(tmp_path: Path, base: str, profile: str = "{}") -> Path:
     for name, text in (("base", base), ("smoke", profile)):
         (tmp_path / name).mkdir(parents=True)

@@ -10,12 +10,36 @@ from datagen import write_split
 
 
 def _lineage(run_dir: Path) -> dict:
-    return json.loads((run_dir / "ingest" / "lineage").read_text())
+    """Ingest's lineage: an output parameter (recorded in run.json), not an artifact."""
+    tasks = {t["name"]: t for t in json.loads((run_dir / "run.json").read_text())["tasks"]}
+    return tasks["ingest"]["parameters"]["lineage"]
+
+
+def _assert_quiet(stdout: str) -> None:
+    """What a newcomer sees: progress and results, not Ivy, Spark, TensorFlow or Horovod chatter."""
+    for noise in ("ivy", "WARN", "cuDNN", "rendezvous", "Traceback", "INFO"):
+        assert noise not in stdout, f"{noise!r} in the quiet output:\n{stdout}"
+    assert len(stdout.splitlines()) < 60, stdout
 
 
 def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) -> None:
     first = simrec("run", "--profile", "smoke", "--run-name", "one", env=smoke_env)
     assert first.returncode == 0, first.stdout + first.stderr
+    print(f"first run:\n{first.stdout}")  # pytest -rP shows it
+    _assert_quiet(first.stdout)
+    for progress in (
+        "  ingest | tables train v0 (200 rows), test v0 (50 rows)",
+        "  tune | 2 trials (0 failed)",
+        "  train | epoch 1/2: loss",
+        "  train | epoch 2/2: loss",
+        "  train | trained 2 epochs",
+        "  evaluate | recall@1",
+        "  validate | validated",
+        "  register | registered",
+        "  deploy | serving:",
+    ):
+        assert progress in first.stdout, f"{progress!r} missing from:\n{first.stdout}"
+    assert "epoch 1/2" in (tmp_path / "runs" / "one" / "train" / "log.txt").read_text()
     assert "ingest       succeeded" in first.stdout
     assert "tune         succeeded" in first.stdout
     assert "train        succeeded" in first.stdout
@@ -64,6 +88,8 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert (tmp_path / "lake" / "train" / "_delta_log" / "00000000000000000000.json").exists()
     second = simrec("run", "--profile", "smoke", "--run-name", "two", env=smoke_env)
     assert second.returncode == 0, second.stdout + second.stderr
+    print(f"second run:\n{second.stdout}")
+    _assert_quiet(second.stdout)
     assert _lineage(tmp_path / "runs" / "two") == lineage  # same versions: nothing was rewritten
     assert not (tmp_path / "lake" / "train" / "_delta_log" / "00000000000000000001.json").exists()
     assert "tune         cached" in second.stdout
@@ -110,6 +136,7 @@ def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
     assert "evaluate     skipped" in result.stdout
     assert "register     skipped" in result.stdout
     assert "train-images-idx3-ubyte.gz: file not found" in result.stdout
+    assert "Ivy" not in result.stdout  # the step's one-line error is enough
 
 
 def test_bad_configuration_is_one_clear_line(smoke_env) -> None:
@@ -120,3 +147,12 @@ def test_bad_configuration_is_one_clear_line(smoke_env) -> None:
         and "spark.cores: Extra inputs are not permitted" in result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_used_run_name_is_one_clear_line(smoke_env, tmp_path) -> None:
+    (tmp_path / "runs" / "taken").mkdir(parents=True)
+    result = simrec("run", "--profile", "smoke", "--run-name", "taken", env=smoke_env)
+    assert result.returncode != 0
+    assert f"run name 'taken' is already used ({tmp_path / 'runs' / 'taken'})" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs" / "taken" / "pipeline.yaml").exists()

@@ -1,5 +1,6 @@
 """The product's component YAML and compiled pipeline (IR), checked as a CI would without a cluster."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     executor = spec["deploymentSpec"]["executors"]["exec-ingest"]["container"]
     assert executor["image"] == f"simrec/steps:{package.__version__}"
     assert executor["command"] == ["simrec", "ingest"]
-    assert "{{$.outputs.artifacts['lineage'].path}}" in executor["args"]
+    assert "{{$.outputs.parameters['lineage'].output_file}}" in executor["args"]
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["lake_uri"]["defaultValue"] == config.storage.lake_uri == "s3a://simrec/lake"
     assert parameters["source"]["defaultValue"] == config.ingest.source
@@ -87,7 +88,7 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     train_task = spec["root"]["dag"]["tasks"]["train"]
     assert train_task["cachingOptions"] == {"enableCache": True}
     assert train_task["retryPolicy"]["maxRetryCount"] == 2
-    assert train_task["inputs"]["artifacts"]["lineage"]["taskOutputArtifact"]["producerTask"] == "ingest"
+    assert train_task["inputs"]["parameters"]["lineage"]["taskOutputParameter"]["producerTask"] == "ingest"
     assert parameters["workers"]["defaultValue"] == config.train.workers == 4
 
     tune = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]
@@ -121,9 +122,90 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
         assert wiring == {"componentInputParameter": "exclude_classes"}
 
 
+def _ir(config, tmp_path: Path) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all(compile_pipeline(config, tmp_path / "p.yaml").read_text())
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_full_profile_is_single_node_multi_gpu_and_cacheable_on_kfp(tmp_path) -> None:
+    """The acceptance test of the cluster shape, read from the compiled IR the KFP UI uploads."""
+    config = load_config("full")
+    spec, kubernetes = _ir(config, tmp_path)
+    executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
+    train, train_task = executors["exec-train"]["container"], tasks["train"]
+    # the GPUs the pod requests are the ranks it starts: both are the pipeline parameter `workers`
+    gpus = train["resources"]["accelerator"]
+    assert (gpus["resourceType"], gpus["resourceCount"]) == (
+        "nvidia.com/gpu",
+        "{{$.inputs.parameters['pipelinechannel--workers']}}",
+    )
+    assert train_task["inputs"]["parameters"]["pipelinechannel--workers"] == {
+        "componentInputParameter": "workers"
+    }
+    assert train_task["inputs"]["parameters"]["workers"] == {"componentInputParameter": "workers"}
+    ranks = train["args"][train["args"].index("--workers") + 1]
+    assert ranks == "{{$.inputs.parameters['workers']}}"
+    env = {e["name"]: e["value"] for e in train["env"]}
+    assert env["SIMREC_SPARK_MASTER"].startswith("local")  # the ranks run inside the pod
+    assert "SIMREC_SPARK_CONF" not in env
+    # the checkpoints go to the claim
+    (mount,) = kubernetes["exec-train"]["pvcMount"]
+    checkpoints = train_task["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"]
+    assert checkpoints.startswith(mount["mountPath"] + "/") and mount["constant"] == "simrec-checkpoints"
+    for name, executor in executors.items():
+        resources = executor["container"]["resources"]
+        step = name.removeprefix("exec-")
+        expected = config.task_resources(step)
+        assert (resources["resourceCpuRequest"], resources["resourceCpuLimit"]) == (
+            expected.cpu_request,
+            expected.cpu_limit,
+        ), name
+        assert (resources["resourceMemoryRequest"], resources["resourceMemoryLimit"]) == (
+            expected.memory_request,
+            expected.memory_limit,
+        ), name
+        # loopback is for one machine: on a cluster executors and rendezvous need the pod's address
+        assert "SPARK_LOCAL_IP" not in {e["name"] for e in executor["container"].get("env", [])}, name
+    assert config.task_resources("train").cpu_limit != config.task_resources("default").cpu_limit
+    # data identity reaches every reader as a parameter (KFP caches on values), never as an artifact
+    for step in ("tune", "train", "evaluate"):
+        inputs = tasks[step]["inputs"]
+        assert inputs["parameters"]["lineage"] == {
+            "taskOutputParameter": {"producerTask": "ingest", "outputParameterKey": "lineage"}
+        }, step
+        producers = {w["taskOutputArtifact"]["producerTask"] for w in inputs.get("artifacts", {}).values()}
+        assert "ingest" not in producers, step
+    assert spec["components"]["comp-ingest"]["outputDefinitions"] == {
+        "parameters": {"lineage": {"parameterType": "STRUCT"}}
+    }
+
+
+def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -> None:
+    environ = {
+        "SIMREC__SPARK__MASTER": "k8s://https://kubernetes.default.svc",
+        "SIMREC__SPARK__KUBERNETES__EXECUTOR_IMAGE": "registry.local/simrec/steps:0.1.0",
+        "SIMREC__SPARK__KUBERNETES__EXECUTOR_INSTANCES": "4",
+        "SIMREC__SPARK__KUBERNETES__EXECUTOR_GPUS": "1",
+        "SIMREC__SPARK__KUBERNETES__CHECKPOINT_PVC": "simrec-checkpoints-rwx",
+    }
+    config = load_config("full", environ=environ)
+    spec, kubernetes = _ir(config, tmp_path)
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in train["resources"]  # the driver pod needs no GPU: the executors have them
+    conf = json.loads({e["name"]: e["value"] for e in train["env"]}["SIMREC_SPARK_CONF"])
+    assert conf["spark.kubernetes.container.image"] == "registry.local/simrec/steps:0.1.0"
+    assert (conf["spark.executor.instances"], conf["spark.executor.resource.gpu.amount"]) == ("4", "1")
+    volume = "spark.kubernetes.executor.volumes.persistentVolumeClaim.checkpoints"
+    assert conf[f"{volume}.mount.path"] == kubernetes["exec-train"]["pvcMount"][0]["mountPath"]
+    assert conf[f"{volume}.options.claimName"] == "simrec-checkpoints-rwx"
+    assert kubernetes["exec-train"]["fieldPathAsEnv"] == [
+        {"name": "SIMREC_POD_IP", "fieldPath": "status.podIP"}
+    ]
+
+
 def test_embedded_profile_has_no_gpu_settings(tmp_path) -> None:
     spec, _ = yaml.safe_load_all(compile_pipeline(load_config("embedded"), tmp_path / "p.yaml").read_text())
-    assert "resources" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert "accelerator" not in spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
 
 
 def test_compile_command_writes_the_ir(tmp_path) -> None:

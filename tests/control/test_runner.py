@@ -31,6 +31,25 @@ def _compile(tmp_path: Path, components_dir: Path = HERE / "components", cache: 
     return path
 
 
+def _compile_fan_out(tmp_path: Path, cache_make: bool) -> Path:
+    """make -> consume (its artifact and parameter) and make -> echo (its parameter only)."""
+    ops = {
+        name: components.load_component_from_file(str(HERE / "components" / name / "component.yaml"))
+        for name in ("make", "consume", "echo")
+    }
+
+    @dsl.pipeline(name="fan-out")
+    def pipeline(text: str = "hello") -> None:
+        made = ops["make"](text=text)
+        made.set_caching_options(cache_make)
+        ops["consume"](data=made.outputs["data"], length=made.outputs["length"])
+        ops["echo"](length=made.outputs["length"])
+
+    path = tmp_path / "fan-out.yaml"
+    compiler.Compiler().compile(pipeline, str(path))
+    return path
+
+
 @pytest.fixture
 def runner(tmp_path: Path) -> EmbeddedRunner:
     lines: list[str] = []
@@ -107,3 +126,60 @@ def test_broken_ir_is_refused(tmp_path) -> None:
     path.write_text("a: [")
     with pytest.raises(InputError, match="cannot read the compiled pipeline"):
         load_ir(path)
+
+
+def test_cache_follows_kfp_artifacts_by_execution_parameters_by_value(runner, tmp_path) -> None:
+    """As on KFP: a task that consumes an artifact re-made by a task that ran again runs again (the artifact
+    is new, whatever its content); one that consumes only an unchanged parameter value is cached."""
+    uncached = load_ir(_compile_fan_out(tmp_path, cache_make=False))
+    runner.run(uncached, {"text": "coat"}, run_name="u1")
+    second = {t.name: t.status for t in runner.run(uncached, {"text": "coat"}, run_name="u2").tasks}
+    assert second == {"make": "succeeded", "consume": "succeeded", "echo": "cached"}
+    # a cached producer hands on the execution it reused, so its consumers are cached too
+    cached = load_ir(_compile_fan_out(tmp_path, cache_make=True))
+    runner.run(cached, {"text": "coat"}, run_name="c1")
+    third = runner.run(cached, {"text": "coat"}, run_name="c2")
+    assert [t.status for t in third.tasks] == ["cached", "cached", "cached"]
+    assert third.tasks[0].root == str(tmp_path / "runs" / "c1" / "make")
+
+
+def test_a_changed_image_lock_reruns_its_tasks(tmp_path) -> None:
+    images = tmp_path / "images"
+    shutil.copytree(paths.images_dir() / "control", images / "control")
+    runner = EmbeddedRunner(paths.envs_dir(), tmp_path / "runs", echo=lambda _: None, images_dir=images)
+    ir = load_ir(_compile(tmp_path))
+    runner.run(ir, {"text": "cap"}, run_name="a")
+    assert [t.status for t in runner.run(ir, {"text": "cap"}, run_name="b").tasks] == ["cached", "cached"]
+    lock = images / "control" / "requirements.txt"
+    lock.write_text(lock.read_text() + "# a new pin\n")
+    assert [t.status for t in runner.run(ir, {"text": "cap"}, run_name="c").tasks] == ["succeeded"] * 2
+
+
+def test_quiet_output_shows_progress_lines_and_a_failed_tasks_tail(runner, tmp_path) -> None:
+    runner.run(load_ir(_compile(tmp_path)), {"text": "scarf"}, run_name="quiet")
+    assert "  make | progress: made scarf" in runner.lines
+    assert not any(line.endswith("| made scarf") for line in runner.lines)  # in log.txt only
+    assert "made scarf" in (tmp_path / "runs" / "quiet" / "make" / "log.txt").read_text()
+    runner.lines.clear()
+    runner.run(load_ir(_compile(tmp_path)), {"text": "fail"}, run_name="failed")
+    assert "  make | a detail that explains the failure" in runner.lines  # no one-line error: the tail
+
+
+def test_verbose_output_shows_everything(tmp_path) -> None:
+    lines: list[str] = []
+    runner = EmbeddedRunner(paths.envs_dir(), tmp_path / "runs", echo=lines.append, verbose=True)
+    runner.run(load_ir(_compile(tmp_path)), {"text": "belt"}, run_name="v")
+    assert "  make | made belt" in lines and "  make | simrec> progress: made belt" in lines
+
+
+def test_a_used_run_name_is_refused(runner, tmp_path) -> None:
+    ir = load_ir(_compile(tmp_path))
+    runner.run(ir, {"text": "sock"}, run_name="same")
+    with pytest.raises(InputError, match=r"run name 'same' is already used .*choose another"):
+        runner.run(ir, {"text": "sock"}, run_name="same")
+
+
+def test_a_steps_one_line_error_is_the_tasks_error(runner, tmp_path) -> None:
+    summary = runner.run(load_ir(_compile(tmp_path)), {"text": "bad"}, run_name="bad")
+    assert summary.tasks[0].error.startswith("simrec make: error: bad text (exit code 2, log: ")
+    assert not any("noise before the error" in line for line in runner.lines)

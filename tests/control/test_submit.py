@@ -5,7 +5,7 @@ from control_helpers import simrec
 from kfp_stub import KfpStub
 
 import simrec as package
-from simrec.lineage import git_sha
+from simrec.code_version import git_sha
 
 
 @pytest.fixture

@@ -11,10 +11,10 @@ from packages import embedding_model_file
 from simrec.codec import decode_png
 from simrec.errors import InputError
 from simrec.evaluate.gate import GateSettings, decide
+from simrec.lineage import read_lineage
 from simrec.recommender import Recommender
 from simrec.retrieval import recall_at_k, top_k
 from simrec.steps.evaluate import evaluate
-from simrec.steps.train import read_lineage
 
 
 @pytest.fixture(scope="module")

@@ -272,3 +272,15 @@ def test_real_fashion_mnist(spark, tmp_path) -> None:
         images = read_idx(REAL / f"{image_file}.gz", 3).array
         decoded = np.stack([decode_png(png) for png in frame["image"]])
         np.testing.assert_array_equal(decoded, images)
+
+
+def test_downloads_go_to_a_local_folder_whatever_the_lake(tmp_path, monkeypatch) -> None:
+    from simrec.steps.ingest import default_download_dir
+
+    assert default_download_dir(str(tmp_path / "lake")) == tmp_path / "lake" / "_downloads"
+    assert default_download_dir(f"file://{tmp_path}/lake") == tmp_path / "lake" / "_downloads"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_download_dir("s3a://simrec/lake") == tmp_path / "cache" / "simrec" / "downloads"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    remote = default_download_dir("s3a://simrec/lake")
+    assert remote.is_absolute() and "s3a:" not in remote.parts

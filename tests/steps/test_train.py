@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from simrec.errors import InputError
-from simrec.steps.train import read_lineage, train
+from simrec.lineage import read_lineage
+from simrec.steps.train import train
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 from simrec.train.params import TrainParams
 

@@ -6,8 +6,8 @@ import mlflow
 import pytest
 
 from simrec.errors import InputError
+from simrec.lineage import read_lineage
 from simrec.steps.train import main as train_main
-from simrec.steps.train import read_lineage
 from simrec.steps.tune import main as tune_main
 from simrec.steps.tune import tune
 from simrec.train.params import TrainParams

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -11,9 +12,9 @@ from typing import Any
 import yaml
 
 from simrec import paths
+from simrec.code_version import git_sha
 from simrec.config import PROFILES, SimrecConfig, load_config
 from simrec.errors import InputError
-from simrec.lineage import git_sha
 from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
 
 
@@ -39,6 +40,15 @@ def _arguments(config: SimrecConfig, params: list[str]) -> dict[str, Any]:
     return pipeline_arguments(config) | {"git_sha": git_sha()} | _parse_params(params)
 
 
+def _short(value: Any) -> str:
+    """An output for the summary table: paths in full, but a JSON parameter (the lineage) would fill the
+    screen."""
+    if not isinstance(value, dict | list):
+        return str(value)
+    text = json.dumps(value)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters, in run.json)"
+
+
 def compile_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="simrec compile", description="Write the pipeline IR YAML.")
     parser.add_argument("--profile", choices=PROFILES, default="full")
@@ -58,24 +68,32 @@ def run_main(argv: list[str] | None = None) -> None:
     )
     _common(parser, "embedded")
     parser.add_argument("--run-name", help="folder name of this run under storage.runs_dir")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show every line of the steps' output, not only progress"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.profile)
     arguments = _arguments(config, args.param)
     run_name = args.run_name or f"{PIPELINE_NAME}-{datetime.now():%Y%m%d-%H%M%S}"
     runs_dir = Path(config.storage.runs_dir)
+    if (runs_dir / run_name).exists():
+        raise InputError(f"run name {run_name!r} is already used ({runs_dir / run_name}); choose another")
     package = compile_pipeline(config, runs_dir / run_name / "pipeline.yaml", args.components_dir)
     runner = EmbeddedRunner(
         envs_dir=paths.envs_dir(),
         runs_dir=runs_dir,
-        # What embedded runs add to each task's environment (the IR carries the rest).
+        # What embedded runs add to each task's environment (the IR carries the rest): Spark binds to
+        # loopback on one machine; on a cluster the pod's address is the right one, so the IR has none.
         step_env={"MLFLOW_DISABLE_TELEMETRY": "true", "SPARK_LOCAL_IP": "127.0.0.1"},
+        images_dir=paths.images_dir(),
+        verbose=args.verbose,
     )
     print(f"simrec run {run_name}: profile {args.profile}, pipeline {package}")
     summary = runner.run(load_ir(package), arguments, run_name=run_name)
     print(f"\n{'task':<12} {'status':<10} {'seconds':>8}  outputs")
     for task in summary.tasks:
-        outputs = ", ".join(f"{k}={v}" for k, v in (task.artifacts | task.parameters).items()) or task.error
-        print(f"{task.name:<12} {task.status:<10} {task.seconds:>8.1f}  {outputs}")
+        outputs = ", ".join(f"{k}={_short(v)}" for k, v in (task.artifacts | task.parameters).items())
+        print(f"{task.name:<12} {task.status:<10} {task.seconds:>8.1f}  {outputs or task.error}")
     print(f"\nrun folder: {summary.run_dir}  (logs: <task>/log.txt, summary: run.json)")
     print(f"delta tables: {config.storage.lake_uri}")
     if not summary.succeeded:

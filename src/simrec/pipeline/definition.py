@@ -5,6 +5,7 @@ component needs no Python change. The pipeline only wires outputs to inputs, pas
 (their defaults come from the configuration profile at compile time) and adds platform settings."""
 
 # No "from __future__ import annotations": KFP reads the pipeline function's annotations as types.
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 MLFLOW_SECRET = "simrec-mlflow"
 MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+# Ships with Spark's distribution (images/steps installs pyspark, which includes it).
+SPARK_GPU_DISCOVERY_SCRIPT = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
 
 
 def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask]:
@@ -35,12 +38,45 @@ def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask
         raise InputError(f"{path}: not a valid component: {exc}") from exc
 
 
+def spark_conf(config: SimrecConfig) -> dict[str, str]:
+    """Spark settings beyond the master for a k8s:// master: executor pods with the steps image, GPUs (one
+    Horovod rank or tuning trial per GPU) and the checkpoint claim at the driver's path. Empty otherwise."""
+    if not config.spark.on_kubernetes:
+        return {}
+    k8s = config.spark.kubernetes
+    volume = "spark.kubernetes.executor.volumes.persistentVolumeClaim.checkpoints"
+    conf = {
+        "spark.kubernetes.container.image": str(k8s.executor_image),
+        "spark.executor.instances": str(k8s.executor_instances),
+        f"{volume}.options.claimName": str(k8s.checkpoint_pvc),
+        f"{volume}.mount.path": config.storage.checkpoint_root,
+    }
+    if k8s.executor_gpus:
+        conf |= {
+            "spark.executor.resource.gpu.amount": str(k8s.executor_gpus),
+            "spark.executor.resource.gpu.vendor": "nvidia.com",
+            "spark.executor.resource.gpu.discoveryScript": SPARK_GPU_DISCOVERY_SCRIPT,
+            "spark.task.resource.gpu.amount": "1",
+        }
+    return conf
+
+
 def _spark_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
     task.set_env_variable("SIMREC_SPARK_MASTER", config.spark.master)
     task.set_env_variable("SIMREC_SPARK_DRIVER_MEMORY", config.spark.driver_memory)
     if config.spark.packages:
         task.set_env_variable("SIMREC_SPARK_PACKAGES", ",".join(config.spark.packages))
+    if conf := spark_conf(config):
+        task.set_env_variable("SIMREC_SPARK_CONF", json.dumps(conf, sort_keys=True))
+        # executor pods connect back to the driver: the task pod's own address
+        kubernetes.use_field_path_as_env(task, env_name="SIMREC_POD_IP", field_path="status.podIP")
     kubernetes.use_secret_as_env(task, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
+
+
+def _resources(task: dsl.PipelineTask, config: SimrecConfig, step: str) -> None:
+    spec = config.task_resources(step)
+    task.set_cpu_request(spec.cpu_request).set_cpu_limit(spec.cpu_limit)
+    task.set_memory_request(spec.memory_request).set_memory_limit(spec.memory_limit)
 
 
 def _mlflow_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
@@ -65,7 +101,6 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         lake_uri: str,
         source: str,
         checksums: str,
-        checkpoint_root: str,
         workers: int,
         epochs: int,
         architecture: str,
@@ -86,8 +121,9 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
         ingest = ingest_op(source=source, lake_uri=lake_uri, checksums=checksums)
-        # Ingest is where changes in the source are noticed, so it always runs; it is idempotent and
-        # its lineage output only changes when a table does, which lets later steps hit the cache.
+        # Ingest is where changes in the source are noticed, so it always runs. It is idempotent and
+        # publishes the data's identity (table versions) as a *parameter*: KFP caches downstream tasks on
+        # parameter values, while an artifact from a task that ran again is always new to it.
         ingest.set_caching_options(False)
         _spark_env(ingest, config)
 
@@ -113,7 +149,8 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             architecture=architecture,
             batch_size=batch_size,
             exclude_classes=exclude_classes,
-            checkpoint_dir=f"{checkpoint_root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
+            # the checkpoint root is where the claim is mounted: fixed at compile time, not a run parameter
+            checkpoint_dir=f"{config.storage.checkpoint_root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
             git_sha=git_sha,
         )
         _spark_env(train, config)
@@ -123,9 +160,11 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             kubernetes.mount_pvc(
                 train, pvc_name=config.train.checkpoint_pvc, mount_path=config.storage.checkpoint_root
             )
-        if config.train.accelerator:
+        if config.train.accelerator and not config.spark.on_kubernetes:
+            # Single node, multi-GPU: the pod gets one GPU per Horovod rank, and the ranks run in it.
+            # (With a k8s:// master the ranks run in executor pods, which request the GPUs instead.)
             train.set_accelerator_type(config.train.accelerator)
-            train.set_accelerator_limit(workers)  # one GPU per Horovod rank
+            train.set_accelerator_limit(workers)
             kubernetes.add_toleration(
                 train, key=config.train.accelerator, operator="Exists", effect="NoSchedule"
             )
@@ -172,6 +211,17 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         # Always runs: it makes sure the endpoint serves the champion (a no-op switch when it already does).
         deploy.set_caching_options(False)
 
+        for step, task in (
+            ("ingest", ingest),
+            ("tune", tune),
+            ("train", train),
+            ("evaluate", evaluate),
+            ("validate", validate),
+            ("register", register),
+            ("deploy", deploy),
+        ):
+            _resources(task, config, step)
+
     return simrec_pipeline
 
 
@@ -181,7 +231,6 @@ def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
         "lake_uri": config.storage.lake_uri,
         "source": config.ingest.source,
         "checksums": config.ingest.checksums,
-        "checkpoint_root": config.storage.checkpoint_root,
         "workers": config.train.workers,
         "epochs": config.train.epochs,
         "architecture": config.train.architecture,

@@ -3,13 +3,23 @@
 Each task's container command, from the same component YAML the cluster runs, is started as a local
 process in the local environment that stands for its image (`simrec/steps:…` -> .envs/steps).
 Placeholders resolve with KFP's own local-execution rules (kfp.local), so a command means here what it
-means in a pod. Like KFP caching, a task whose definition and inputs are unchanged is not run again."""
+means in a pod.
+
+Caching follows KFP's backend (cacheutils GenerateCacheKey), so a run is cached here exactly when it would
+be on a cluster: the key holds the task's container (image, command, args) and component spec (output
+definitions), its input *parameters by value*, and its input *artifacts by identity*: producer task,
+output name and the producing execution (a cached task hands on the execution it reused), never their
+content. An artifact re-made by a task that ran again is a new artifact, so its consumers run again, as
+on KFP where every execution's outputs get new names. Data identity that must survive a re-run (ingest's
+table versions) therefore travels as a parameter. One addition: an image tag does not change when its
+lock file does here, so the lock's content (images/<image>/requirements.txt) is part of the key."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -23,8 +33,10 @@ from kfp import dsl
 from kfp.local import executor_input_utils, placeholder_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from simrec import paths
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.progress import progress_text
 from simrec.runner.ir import PipelineIR, Task
 
 
@@ -49,13 +61,17 @@ class RunSummary:
         return all(t.status in ("succeeded", "cached") for t in self.tasks)
 
 
+TAIL_LINES = 30  # of a failed task's log, shown in quiet mode
+STEP_ERROR = re.compile(r"^simrec [\w-]+: error: ")  # how the simrec command reports bad input
+
+
 class TaskFailed(RuntimeError):
     pass
 
 
 def environment_for(image: str, envs_dir: Path) -> Path:
     """The local environment standing for an image: `registry/simrec/steps:0.1.0` -> envs_dir/steps."""
-    name = image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+    name = image_name(image)
     env = envs_dir / name
     if not (env / "bin" / "python").exists():
         raise InputError(
@@ -64,13 +80,14 @@ def environment_for(image: str, envs_dir: Path) -> Path:
     return env
 
 
-def _digest_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else "").encode())
-        digest.update(hashlib.sha256(file.read_bytes()).digest())
-    return digest.hexdigest()
+def image_name(image: str) -> str:
+    """`registry/simrec/steps:0.1.0` -> `steps`: the environment and images/ folder standing for it."""
+    return image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
+
+
+def _lock_digest(image: str, images_dir: Path) -> str:
+    lock = images_dir / image_name(image) / "requirements.txt"
+    return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "no lock file"
 
 
 _PARAMETER_PARSERS: dict[str, Callable[[str], Any]] = {
@@ -90,12 +107,16 @@ class EmbeddedRunner:
         runs_dir: Path,
         step_env: dict[str, str] | None = None,
         echo: Callable[[str], None] = print,
+        images_dir: Path | None = None,
+        verbose: bool = False,
     ) -> None:
         self.envs_dir = envs_dir
         self.runs_dir = runs_dir
         self.cache_dir = runs_dir / "cache"
         self.step_env = step_env or {}
         self.echo = echo
+        self.images_dir = images_dir or paths.images_dir()
+        self.verbose = verbose  # every line of step output; otherwise progress lines only
 
     def run(self, ir: PipelineIR, arguments: dict[str, Any], run_name: str | None = None) -> RunSummary:
         unknown = set(arguments) - set(ir.parameters)
@@ -107,11 +128,13 @@ class EmbeddedRunner:
             raise InputError(f"pipeline parameter(s) without a value: {', '.join(sorted(missing))}")
         run_name = run_name or f"{ir.name}-{datetime.now():%Y%m%d-%H%M%S}"
         run_dir = self.runs_dir / run_name
+        if any((run_dir / task.name).exists() for task in ir.tasks) or (run_dir / "run.json").exists():
+            raise InputError(f"run name {run_name!r} is already used ({run_dir}); choose another --run-name")
         run_dir.mkdir(parents=True, exist_ok=True)
         records: dict[str, TaskRecord] = {}
         for index, task in enumerate(ir.tasks, 1):
             prefix = f"[{index}/{len(ir.tasks)}] {task.name}"
-            failed_upstream = [u for u in task.upstream if records[u].status in ("failed", "skipped")]
+            failed_upstream = sorted(u for u in task.upstream if records[u].status in ("failed", "skipped"))
             if failed_upstream:
                 records[task.name] = TaskRecord(
                     task.name, "skipped", error=f"upstream {failed_upstream} failed"
@@ -148,14 +171,26 @@ class EmbeddedRunner:
             arguments[name] = dsl.Artifact(name=name, uri=uri)
         return arguments
 
-    def _cache_key(self, task: Task, arguments: dict[str, Any]) -> str:
+    def _cache_key(self, task: Task, arguments: dict[str, Any], records: dict[str, TaskRecord]) -> str:
+        artifacts = {}
+        for name, wiring in task.inputs.get("artifacts", {}).items():
+            producer = wiring["taskOutputArtifact"]
+            artifacts[name] = {
+                "producer": producer["producerTask"],
+                "output": producer["outputArtifactKey"],
+                # the execution that made it: a task's folder, or for a cached task the one it reused
+                "execution": records[producer["producerTask"]].root,
+            }
         identity = {
             "container": task.container,
             "component": task.component,
-            "arguments": {
-                name: _digest_path(Path(value.uri)) if isinstance(value, dsl.Artifact) else value
+            "image_lock": _lock_digest(task.container["image"], self.images_dir),
+            "parameters": {
+                name: value
                 for name, value in sorted(arguments.items())
+                if not isinstance(value, dsl.Artifact)
             },
+            "artifacts": artifacts,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -178,7 +213,7 @@ class EmbeddedRunner:
         prefix: str,
     ) -> TaskRecord:
         arguments = self._resolve_inputs(task, parameters, records)
-        key = self._cache_key(task, arguments)
+        key = self._cache_key(task, arguments, records)
         if task.caching and (hit := self._cached(key)):
             self.echo(f"{prefix}: cached (outputs of {hit.root})")
             hit.status, hit.seconds = "cached", 0.0
@@ -204,8 +239,11 @@ class EmbeddedRunner:
         started = time.monotonic()
         try:
             env_dir = environment_for(task.container["image"], self.envs_dir)
-            shown = " ".join(arg if len(arg) <= 200 else arg[:60] + " … " + arg[-20:] for arg in command)
-            self.echo(f"{prefix}: running in {env_dir.name} environment: {shown}")
+            if self.verbose:
+                shown = " ".join(arg if len(arg) <= 200 else arg[:60] + " … " + arg[-20:] for arg in command)
+                self.echo(f"{prefix}: running in {env_dir.name} environment: {shown}")
+            else:
+                self.echo(f"{prefix}: running in {env_dir.name} environment (log: {task_root / 'log.txt'})")
             container_env = {item["name"]: item["value"] for item in task.container.get("env", [])}
             self._execute(command, env_dir, container_env, task_root / "log.txt", task.name)
             record.artifacts, record.parameters = self._collect_outputs(executor_input, task)
@@ -229,6 +267,7 @@ class EmbeddedRunner:
         env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("PYTHONHOME", None)
         tail: list[str] = []
+        error = ""  # a step's own one-line error ("simrec <step>: error: …"), when it gave one
         with log_path.open("w") as log:
             try:
                 process = subprocess.Popen(
@@ -239,11 +278,21 @@ class EmbeddedRunner:
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)
-                self.echo(f"  {label} | {line.rstrip()}")
-                tail = [*tail[-4:], line.rstrip()]
+                shown = line.rstrip() if self.verbose else progress_text(line)
+                if shown is not None:
+                    self.echo(f"  {label} | {shown}")
+                tail = [*tail[-TAIL_LINES + 1 :], line.rstrip()]
+                if STEP_ERROR.match(line):
+                    error = line.strip()
             code = process.wait()
         if code != 0:
-            raise TaskFailed(f"exit code {code}; last output: {' / '.join(tail)} (log: {log_path})")
+            if error:  # bad input, explained in one line by the step
+                raise TaskFailed(f"{error} (exit code {code}, log: {log_path})")
+            if not self.verbose:  # an unexpected failure: its traceback is in the tail, not in progress lines
+                self.echo(f"  {label} | last {len(tail)} lines of {log_path}:")
+                for line in tail:
+                    self.echo(f"  {label} | {line}")
+            raise TaskFailed(f"exit code {code}; last output: {' / '.join(tail[-3:])} (log: {log_path})")
 
     def _collect_outputs(
         self, executor_input: dict[str, Any], task: Task

@@ -21,6 +21,7 @@ import requests
 
 from simrec.errors import InputError
 from simrec.paths import CHECKOUT, envs_dir
+from simrec.progress import report
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 MANUAL_ONLY = "by hand"  # flags the pipeline's component does not pass
@@ -188,7 +189,10 @@ def deploy_main(argv: list[str] | None = None) -> None:
         if args.registered:
             print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
     url, token = _server(args)
-    _report(deploy(url, token, package, version) | {"server": url}, args.result_out)
+    answer = deploy(url, token, package, version) | {"server": url}
+    _report(answer, args.result_out)
+    serving = answer.get("serving") or {}
+    report(f"{answer.get('outcome')}: {url} serves version {serving.get('version')}")
 
 
 def rollback_main(argv: list[str] | None = None) -> None:

@@ -18,6 +18,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from simrec import progress
 from simrec.codec import decode_png
 from simrec.data.fashion_mnist import LABEL_NAMES, format_classes, parse_classes
 from simrec.data.lake import table_uri
@@ -28,10 +29,11 @@ from simrec.evaluate.gate import GATE_METRIC, GATE_MODES, GateSettings, decide
 from simrec.files import atomic_write, write_json_atomic
 from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, search
 from simrec.kfp_output import write_artifact_metadata
+from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.recommender import write_package
 from simrec.retrieval import per_class_recall, retrieval_metrics, top_k
-from simrec.steps.train import SUMMARY_FILE, read_lineage
+from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 
 log = logging.getLogger(__name__)
@@ -365,7 +367,7 @@ def _report(evaluation: dict[str, Any], figures: dict[str, Any], model_name: str
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("--lineage", type=Path, required=True, help="ingest's lineage JSON")
+    parser.add_argument("--lineage", required=True, help="ingest's lineage: JSON text, or a JSON file")
     parser.add_argument("--model", type=Path, required=True, help="train's model folder")
     parser.add_argument("--lake-uri", required=True, help="root of the Delta tables (embeddings go there)")
     parser.add_argument("--exclude-classes", default="", help="classes the model was trained without")
@@ -421,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
         if "unseen_recall_at_1" in m
         else ""
     )
-    print(
+    progress.report(
         f"recall@1 {m['recall_at_1']:.4f} (raw pixels {m['pixels_recall_at_1']:.4f}){unseen}, "
         f"mAP@10 {m['map_at_10']:.4f}; ANN recall@10 loss {m['ann_recall_loss_at_10']:.4f}; "
         f"{'blessed' if gate['blessed'] else 'not blessed'}: {'; '.join(gate['reasons'])}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -18,9 +20,19 @@ from simrec.data.fashion_mnist import expected_checksums
 from simrec.data.lake import append_items, table_uri
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.progress import report
 
 log = logging.getLogger(__name__)
 BATCH_TABLES = ("train", "test")
+
+
+def default_download_dir(lake_uri: str) -> Path:
+    """Where downloaded IDX files are kept: beside a local lake; for an object-store lake (s3a://…) a local
+    cache folder (XDG_CACHE_HOME, else the temp folder), never a local path named after the URI scheme."""
+    if "://" not in lake_uri or lake_uri.startswith("file://"):
+        return Path(lake_uri.removeprefix("file://")) / "_downloads"
+    cache = os.environ.get("XDG_CACHE_HOME") or tempfile.gettempdir()
+    return Path(cache) / "simrec" / "downloads"
 
 
 def ingest(
@@ -35,7 +47,7 @@ def ingest(
     """Writes the catalogue tables under lake_uri and returns the lineage record."""
     if batch_table not in BATCH_TABLES:
         raise InputError(f"batch table must be one of {BATCH_TABLES}, got {batch_table!r}")
-    download_dir = download_dir or Path(lake_uri) / "_downloads"
+    download_dir = download_dir or default_download_dir(lake_uri)
     splits, sources = load_fashion_mnist(source, expected_checksums(checksums), download_dir)
     if batch is not None:
         batch_items = load_batch(batch)
@@ -77,3 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_json_atomic(args.lineage_out, lineage)
     print(json.dumps(lineage["tables"], indent=2))
+    report(
+        "tables "
+        + ", ".join(f"{name} v{t['version']} ({t['rows']} rows)" for name, t in lineage["tables"].items())
+    )

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from simrec.errors import InputError, validation_problems
 from simrec.files import folder_sha256, write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, client, lineage_tags, start_run
+from simrec.progress import report
 from simrec.recommender import MANIFEST_FILE
 from simrec.registry import (
     CHALLENGER,
@@ -315,4 +316,6 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(args.registered_out, record)
     args.version_out.parent.mkdir(parents=True, exist_ok=True)
     args.version_out.write_text(str(record["version"]))
-    print(f"registered {record['model_uri']} (aliases: {', '.join(record['aliases'])}); {record['decision']}")
+    report(
+        f"registered {record['model_uri']} (aliases: {', '.join(record['aliases'])}); {record['decision']}"
+    )

@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ from pyspark.sql import functions as F
 from simrec.data.fashion_mnist import format_classes, parse_classes
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.plots import training_curves
+from simrec.progress import report
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
 from simrec.train.params import TrainParams
@@ -29,23 +32,6 @@ from simrec.train.params import TrainParams
 log = logging.getLogger(__name__)
 MLFLOW_RUN_FILE = "mlflow_run.json"
 SUMMARY_FILE = "training.json"
-
-
-def read_lineage(path: Path) -> dict[str, Any]:
-    """Ingest's lineage record; InputError unless it names the train table's URI and version."""
-    try:
-        lineage = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not an ingest lineage file ({exc.__class__.__name__}: {exc})") from exc
-    tables = lineage.get("tables") if isinstance(lineage, dict) else None
-    train = tables.get("train") if isinstance(tables, dict) else None
-    if (
-        not isinstance(train, dict)
-        or not isinstance(train.get("uri"), str)
-        or not isinstance(train.get("version"), int)
-    ):
-        raise InputError(f"{path}: not an ingest lineage file (no tables.train.uri and .version)")
-    return lineage
 
 
 def _url(location: Path | str) -> str:
@@ -94,6 +80,11 @@ def train(
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _url(checkpoint_dir / "petastorm"))
     source, converter = petastorm_source(train_frame, 4 * workers, params.batch_size, params.seed)
 
+    # Rank 0 saves the model. With executor pods (k8s:// master) it runs elsewhere than this task, so it
+    # saves to the checkpoint folder that both see (the claim), and the model is copied to the output here.
+    on_executors = not spark.sparkContext.master.startswith("local")
+    rank0_model_dir = checkpoint_dir / "model" if on_executors else model_dir
+
     run_file = checkpoint_dir / MLFLOW_RUN_FILE
     resumed_run = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
     with start_run(experiment, run_id=resumed_run, run_name=None if resumed_run else "train") as run:
@@ -123,7 +114,7 @@ def train(
             steps_per_epoch=steps_per_epoch,
             validation=validation,
             checkpoint_dir=str(checkpoint_dir),
-            model_dir=str(model_dir),
+            model_dir=str(rank0_model_dir),
             resume=resume,
             mlflow_run_id=run.info.run_id,
             threads=max(1, (os.cpu_count() or 1) // workers),
@@ -137,6 +128,8 @@ def train(
             )
         finally:
             converter.delete()
+        if rank0_model_dir != model_dir:
+            shutil.copytree(rank0_model_dir, model_dir, dirs_exist_ok=True)
         history = results[0]
         mlflow.log_artifact(str(model_dir / EMBEDDING_MODEL_FILE), artifact_path="model")
         mlflow.log_figure(training_curves(history), "training_curves.png")
@@ -171,7 +164,7 @@ def _bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec train", description=__doc__.splitlines()[0])
-    parser.add_argument("--lineage", type=Path, required=True, help="ingest's lineage JSON")
+    parser.add_argument("--lineage", required=True, help="ingest's lineage: JSON text, or a JSON file")
     parser.add_argument("--best-params", type=Path, help="JSON of hyperparameters (tune's output) that win")
     hyper = parser.add_argument_group("hyperparameters (default: TrainParams)")
     for name, spec in TrainParams.model_fields.items():
@@ -216,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         exclude_classes=parse_classes(args.exclude_classes),
     )
     last = summary["history"][-1]
-    print(
+    report(
         f"trained {len(summary['history'])} epochs: val recall@1 {last['val_recall_at_1']:.4f}, "
         f"MLflow run {summary['mlflow_run_id']}, model in {args.model_out}"
     )

@@ -21,9 +21,10 @@ from pyspark.sql import SparkSession
 
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.plots import trial_scores
-from simrec.steps.train import read_lineage
+from simrec.progress import report
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
 from simrec.train.params import TrainParams
@@ -256,7 +257,7 @@ def tune(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec tune", description=__doc__.splitlines()[0])
-    parser.add_argument("--lineage", type=Path, required=True, help="ingest's lineage JSON")
+    parser.add_argument("--lineage", required=True, help="ingest's lineage: JSON text, or a JSON file")
     parser.add_argument("--search-space", required=True, help="JSON: hyperparameter -> distribution")
     parser.add_argument("--max-evals", type=int, required=True)
     parser.add_argument("--parallelism", type=int, default=0, help="concurrent trials; 0: Spark task slots")
@@ -304,3 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     write_json_atomic(args.best_params_out, best)
     write_json_atomic(args.summary_out, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=2))
+    report(
+        f"{summary['trials']} trials ({summary['failed']} failed) in {summary['wall_seconds']:.0f} s: "
+        f"best val recall@1 {summary['best_val_recall_at_1']:.4f} with {json.dumps(best, sort_keys=True)}"
+    )

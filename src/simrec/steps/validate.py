@@ -23,6 +23,7 @@ import pandas as pd
 from simrec import paths
 from simrec.errors import InputError
 from simrec.files import folder_sha256, write_json_atomic
+from simrec.progress import report
 from simrec.recommender import ITEMS_FILE, MANIFEST_FILE, PACKAGE_FILES, SMOKE_K
 from simrec.recommender_pyfunc import (
     CODE_FILE,
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     record = validate(args.package, args.model_out, paths.serve_lock())
     write_json_atomic(args.validation_out, record)
-    print(
+    report(
         f"validated {args.package} as an MLflow pyfunc in {record['seconds']:.1f} s "
         f"({len(record['checks'])} checks, {record['smoke_queries']} smoke queries); "
         f"model {args.model_out}, digest {record['digest']}"
