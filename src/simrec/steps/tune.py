@@ -27,7 +27,7 @@ from simrec.plots import trial_scores
 from simrec.steps.train import read_lineage
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
-from simrec.train.params import TrainParams
+from simrec.train.params import VALIDATION_FRACTION, TrainParams
 from simrec.tune.space import SearchSpace, parse_space, space_json
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def tune(
     base: TrainParams | None = None,
     trial_epochs: int = 1,
     data_fraction: float = 0.2,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     trial_timeout_s: float = 900,
     timeout_s: float = 3600,
     early_stop_rounds: int = 0,
@@ -328,17 +328,22 @@ def tune(
     return best["params"], summary
 
 
+DEFAULTS = TrainParams.model_fields
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec tune", description=__doc__.splitlines()[0])
     parser.add_argument("--lineage", type=Path, required=True, help="ingest's lineage JSON")
     parser.add_argument("--search-space", required=True, help="JSON: hyperparameter -> distribution")
     parser.add_argument("--max-evals", type=int, required=True)
     parser.add_argument("--parallelism", type=int, default=0, help="concurrent trials; 0: Spark task slots")
-    parser.add_argument("--architecture", default="strong", help="for hyperparameters not searched")
-    parser.add_argument("--batch-size", type=int, default=128, help="for hyperparameters not searched")
+    parser.add_argument("--architecture", default=DEFAULTS["architecture"].default, help="if not searched")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS["batch_size"].default, help="if not searched"
+    )
     parser.add_argument("--trial-epochs", type=int, default=1)
     parser.add_argument("--data-fraction", type=float, default=0.2, help="share of the rows each trial uses")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     parser.add_argument("--trial-timeout-s", type=float, default=900)
     parser.add_argument("--timeout-s", type=float, default=3600)
     parser.add_argument(
