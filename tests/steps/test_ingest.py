@@ -1,6 +1,11 @@
+import contextlib
 import gzip
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +18,7 @@ from deltalake import DeltaTable
 from PIL import Image
 
 from simrec.codec import decode_png
+from simrec.crash_points import ENV as CRASH_AT
 from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import read_idx, write_idx
 from simrec.data.lake import current_version, table_uri
@@ -234,6 +240,51 @@ def test_changed_pixels_for_a_stored_id_are_refused(spark, lake, tmp_path) -> No
     with pytest.raises(DataError, match=r"already stored with different pixels, e.g. train-000000"):
         ingest(spark, str(other), str(lake_dir), checksums="none")
     assert _versions(spark, lake_dir) == before
+
+
+def test_a_conflict_in_the_test_table_leaves_the_train_table_unchanged(spark, tmp_path) -> None:
+    source = write_dataset(tmp_path / "src", train=30, test=10)
+    lake_dir = tmp_path / "lake"
+    ingest(spark, str(source), str(lake_dir), checksums="none")
+    changed = tmp_path / "changed"
+    shutil.copytree(source, changed)
+    other = write_dataset(tmp_path / "other", train=30, test=10, seed=99)
+    for name in SPLIT_NAMES["test"]:  # the same test ids with different pixels
+        shutil.copy(other / f"{name}.gz", changed / f"{name}.gz")
+    _png_batch(tmp_path / "new-items", 2)  # new train items, which must not be committed alone
+    with pytest.raises(DataError, match=r"/test: 10 item\(s\) already stored with different pixels"):
+        ingest(spark, str(changed), str(lake_dir), checksums="none", batch=tmp_path / "new-items")
+    assert _versions(spark, lake_dir) == {"train": 0, "test": 0}
+    assert len(_read_delta(table_uri(str(lake_dir), "train"))) == 30
+
+
+def _ingest_process(source: Path, lake_dir: Path, lineage: Path, env: dict[str, str]) -> int:
+    command = [str(Path(sys.executable).parent / "simrec"), "ingest", "--source", str(source)]
+    command += ["--lake-uri", str(lake_dir), "--checksums", "none", "--lineage-out", str(lineage)]
+    process = subprocess.Popen(command, env=os.environ | env, start_new_session=True, stderr=subprocess.PIPE)
+    _, stderr = process.communicate(timeout=300)
+    with contextlib.suppress(ProcessLookupError):  # what the crash left behind, e.g. the Spark JVM
+        os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode in (0, -signal.SIGKILL), stderr.decode()[-3000:]
+    return process.returncode
+
+
+def test_a_process_killed_between_the_two_commits_is_completed_by_a_rerun(tmp_path) -> None:
+    source = write_dataset(tmp_path / "src", train=30, test=10)
+    lake_dir, lineage = tmp_path / "lake", tmp_path / "lineage.json"
+    crashed = _ingest_process(source, lake_dir, lineage, {CRASH_AT: "ingest:between-commits"})
+    assert crashed == -signal.SIGKILL
+    assert not lineage.exists()  # no step downstream can read the half-written lake
+    assert DeltaTable(table_uri(str(lake_dir), "train")).version() == 0
+    assert not (lake_dir / "test").exists()
+
+    assert _ingest_process(source, lake_dir, lineage, {}) == 0
+    tables = json.loads(lineage.read_text())["tables"]
+    assert {t: (s["version"], s["rows"]) for t, s in tables.items()} == {"train": (0, 30), "test": (0, 10)}
+    for table, count in (("train", 30), ("test", 10)):
+        frame = _read_delta(table_uri(str(lake_dir), table))
+        assert DeltaTable(table_uri(str(lake_dir), table)).version() == 0
+        assert list(frame["item_id"]) == [f"{table}-{i:06d}" for i in range(count)]  # each item once
 
 
 @pytest.fixture

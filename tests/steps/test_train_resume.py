@@ -1,4 +1,5 @@
-"""A training process killed after its first epoch resumes from the checkpoint and finishes the run."""
+"""A training process killed after its first epoch, or at a crash point anywhere else, resumes from the
+checkpoint and finishes the run."""
 
 import json
 import os
@@ -9,6 +10,9 @@ import time
 from pathlib import Path
 
 import mlflow
+import pytest
+
+from simrec.crash_points import ENV as CRASH_AT
 
 SIMREC = Path(sys.executable).parent / "simrec"
 EPOCHS = 3
@@ -85,3 +89,38 @@ def test_killed_training_resumes_with_a_continuous_curve(lineage_file, tracking,
     run_id = json.loads((interrupted / "ckpt" / "mlflow_run.json").read_text())["run_id"]
     curve = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
     assert sorted({m.step for m in curve}) == [1, 2, 3]  # one MLflow run, continued
+
+
+def _short_command(lineage_file: Path, root: Path) -> list[str]:
+    """The smallest training that still has an epoch before and after each crash point."""
+    command = _command(lineage_file, root)
+    for flag, value in (("--architecture", "seed"), ("--epochs", "2"), ("--embedding-dim", "8")):
+        command[command.index(flag) + 1] = value
+    return command
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [
+        "train:after-checkpoint-1",  # epoch 1 checkpointed, its history.json and MLflow metrics not written
+        "train:before-model-save",  # every epoch done, no model yet
+    ],
+)
+def test_training_killed_at_a_crash_point_resumes(lineage_file, tracking, tmp_path, crash_at) -> None:
+    command = _short_command(lineage_file, tmp_path)
+    crashed = subprocess.run(
+        command, env=os.environ | {CRASH_AT: crash_at}, capture_output=True, text=True, timeout=600
+    )
+    assert crashed.returncode != 0, "the crash point was not reached"
+    assert (tmp_path / "ckpt" / "checkpoint").exists() and not (tmp_path / "model").exists()
+    run_id = json.loads((tmp_path / "ckpt" / "mlflow_run.json").read_text())["run_id"]
+
+    _run(command)
+    assert [h["epoch"] for h in _history(tmp_path)] == [1, 2]
+    assert (tmp_path / "model" / "embedding.keras").exists()
+    summary = json.loads((tmp_path / "model" / "training.json").read_text())
+    assert summary["mlflow_run_id"] == run_id and summary["history"] == _history(tmp_path)
+    client = mlflow.MlflowClient()
+    for metric in ("train_loss", "val_recall_at_1"):
+        assert sorted(m.step for m in client.get_metric_history(run_id, metric)) == [1, 2]
+    assert client.get_run(run_id).info.status == "FINISHED"

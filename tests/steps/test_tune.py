@@ -31,6 +31,14 @@ def _children(parent_run_id: str) -> list:
 
 def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, tracking, tmp_path) -> None:
     best_file, summary_file = tmp_path / "best.json", tmp_path / "summary.json"
+    executor_input = {  # the part of KFP's executor input a step reads to publish output metadata
+        "outputs": {
+            "outputFile": str(tmp_path / "executor_output.json"),
+            "artifacts": {
+                "summary": {"artifacts": [{"name": "summary", "type": {"schemaTitle": "system.Metrics"}}]}
+            },
+        }
+    }
     tune_main(
         [
             "--lineage",
@@ -51,9 +59,17 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
             str(best_file),
             "--summary-out",
             str(summary_file),
+            "--executor-input",
+            json.dumps(executor_input),
         ]
     )
     summary = json.loads(summary_file.read_text())
+    published = json.loads((tmp_path / "executor_output.json").read_text())["artifacts"]["summary"]
+    (artifact,) = published["artifacts"]
+    assert artifact["name"] == "summary" and artifact["metadata"] == {
+        k: summary[k]
+        for k in ("trials", "succeeded", "failed", "killed", "best_val_recall_at_1", "wall_seconds")
+    }
     assert (summary["trials"], summary["succeeded"], summary["failed"], summary["parallelism"]) == (
         4,
         4,
@@ -157,3 +173,64 @@ def test_first_points_must_fit_the_space() -> None:
         _hyperopt_point(space, point | {"embedding_dim": 32})
     with pytest.raises(InputError, match="must set exactly"):
         _hyperopt_point(space, {"learning_rate": 0.002})
+
+
+# Trials of known order and length: FAST runs one step per epoch, SLOW (a bigger model, batch 4) 135,
+# and FAILING stops at once (its batch exceeds the rows).
+FAST, SLOW = {"architecture": "seed", "batch_size": 512}, {"architecture": "strong", "batch_size": 4}
+FAILING = {"architecture": "seed", "batch_size": 4096}
+TIMED_SPACE = {"architecture": {"dist": "choice", "options": ["seed", "strong"]}} | {
+    "batch_size": {"dist": "choice", "options": [512, 4, 4096]}
+}
+
+
+def _killed_is_the_slow_trial(parent_run_id: str) -> str:
+    children = _children(parent_run_id)
+    assert "RUNNING" not in {c.info.status for c in children}
+    (killed,) = [c for c in children if c.info.status == "KILLED"]
+    assert (killed.data.params["architecture"], killed.data.params["batch_size"]) == ("strong", "4")
+    return killed.info.run_id
+
+
+def test_a_trial_cut_by_the_overall_timeout_is_marked_killed(spark, lineage_file, tracking) -> None:
+    # One at a time: the failing trial shows the trial worker has started; the slow one (minutes) is then
+    # still running when the 60 s search ends.
+    with pytest.raises(InputError, match=r"1 failed, 1 killed when the search stopped \(fmin run timeout\)"):
+        tune(
+            spark,
+            read_lineage(lineage_file),
+            parse_space(TIMED_SPACE),
+            max_evals=2,
+            parallelism=1,
+            base=BASE,
+            trial_epochs=200,
+            data_fraction=1.0,
+            timeout_s=60,
+            first_points=[FAILING, SLOW],
+        )
+    (parent,) = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.run_name = 'tune'", output_format="list"
+    )
+    _killed_is_the_slow_trial(parent.info.run_id)
+    assert sorted(c.info.status for c in _children(parent.info.run_id)) == ["FAILED", "KILLED"]
+
+
+def test_early_stop_ends_the_search_and_kills_the_running_trial(spark, lineage_file, tracking) -> None:
+    # At parallelism 2 the fast and the slow trial start together; the fast one finishes, the same fast
+    # configuration runs again and does no better, so early stopping (1 round) ends the search while the
+    # slow trial is still training.
+    best, summary = tune(
+        spark,
+        read_lineage(lineage_file),
+        parse_space(TIMED_SPACE),
+        max_evals=4,
+        parallelism=2,
+        base=BASE,
+        trial_epochs=30,
+        data_fraction=1.0,
+        early_stop_rounds=1,
+        first_points=[FAST, SLOW, FAST, FAST],
+    )
+    assert summary["stopped_by"] == "early stopping condition" and best == FAST
+    assert summary["succeeded"] >= 2 and summary["killed"] == 1 and summary["cancelled"] >= 1
+    assert summary["killed_run_ids"] == [_killed_is_the_slow_trial(summary["parent_run_id"])]

@@ -62,19 +62,34 @@ def _new_items(spark: SparkSession, uri: str, items: pd.DataFrame) -> pd.DataFra
     return items[joined["sha256_old"].isna().to_numpy()]
 
 
-def append_items(spark: SparkSession, uri: str, items: pd.DataFrame) -> TableState:
-    """Adds the items whose item_id the table lacks, in one Delta commit; no new items, no new version."""
+@dataclass(frozen=True)
+class AppendPlan:
+    """What commit_append will add to one table: computed (and conflicts refused) before any write."""
+
+    uri: str
+    exists: bool
+    new: pd.DataFrame
+
+
+def plan_append(spark: SparkSession, uri: str, items: pd.DataFrame) -> AppendPlan:
+    """The items the table lacks; DataError for duplicate ids or an existing id with different pixels."""
     if items["item_id"].duplicated().any():
         raise DataError(
             f"duplicate item_id in the input: {items['item_id'][items['item_id'].duplicated()].iloc[0]}"
         )
     exists = DeltaTable.isDeltaTable(spark, uri)
-    new = _new_items(spark, uri, items) if exists else items
+    return AppendPlan(uri=uri, exists=exists, new=_new_items(spark, uri, items) if exists else items)
+
+
+def commit_append(spark: SparkSession, plan: AppendPlan) -> TableState:
+    """Adds the planned items in one Delta commit; nothing planned, no new version. The MERGE inserts
+    only ids still missing, so committing a plan again after a crash adds nothing twice."""
+    uri, new = plan.uri, plan.new
     if len(new):
         frame = spark.createDataFrame(
             new.assign(ingested_at=datetime.now(UTC).replace(tzinfo=None)), schema=ITEM_SCHEMA
         )
-        if exists:
+        if plan.exists:
             (
                 DeltaTable.forPath(spark, uri)
                 .alias("t")

@@ -1,7 +1,10 @@
 """Ingest step: Fashion-MNIST (and optionally a new batch of items) into the catalogue's Delta tables.
 
-Everything is read and validated before the first write; each table then changes in one atomic Delta
-commit, or not at all. The lineage JSON names the exact table versions later steps must read."""
+Everything is read and validated, and both tables' changes are planned (conflicts refused), before the
+first write; each table then changes in one atomic Delta commit, or not at all. Delta has no commit
+across two tables: a process that dies between the two commits writes no lineage, and a re-run plans
+only what is still missing (the train table's items are then already there) and completes it.
+The lineage JSON names the exact table versions later steps must read."""
 
 from __future__ import annotations
 
@@ -15,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import SparkSession
 
+from simrec.crash_points import crash_point
 from simrec.data.catalogue import load_batch, load_fashion_mnist
 from simrec.data.fashion_mnist import expected_checksums
-from simrec.data.lake import append_items, table_uri
+from simrec.data.lake import commit_append, plan_append, table_uri
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.progress import report
@@ -53,9 +57,12 @@ def ingest(
         batch_items = load_batch(batch)
         splits[batch_table] = pd.concat([splits[batch_table], batch_items], ignore_index=True)
         sources[f"batch:{batch.name}"] = {"path": str(batch), "items": str(len(batch_items))}
+    plans = {name: plan_append(spark, table_uri(lake_uri, name), items) for name, items in splits.items()}
     tables = {}
-    for name, items in splits.items():
-        state = append_items(spark, table_uri(lake_uri, name), items)
+    for index, (name, plan) in enumerate(plans.items()):
+        if index:
+            crash_point("ingest:between-commits")
+        state = commit_append(spark, plan)
         log.info("table %s: version %d, %d rows (%d added)", name, state.version, state.rows, state.added)
         tables[name] = state.lineage()
     # No timestamps here: the lineage changes only when a table does, so downstream tasks stay cached.

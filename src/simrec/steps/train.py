@@ -27,7 +27,7 @@ from simrec.plots import training_curves
 from simrec.progress import report
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
-from simrec.train.params import TrainParams
+from simrec.train.params import VALIDATION_FRACTION, TrainParams
 
 log = logging.getLogger(__name__)
 MLFLOW_RUN_FILE = "mlflow_run.json"
@@ -46,7 +46,7 @@ def train(
     checkpoint_dir: Path,
     *,
     workers: int = 1,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     resume: bool = False,
     experiment: str = DEFAULT_EXPERIMENT,
     git_sha: str = "unknown",
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         hyper.add_argument(_flag(name), type=kind, help=f"default {spec.default}")
     parser.add_argument("--workers", type=int, default=1, help="Horovod ranks")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     parser.add_argument("--exclude-classes", default="", help="labels left out of training, e.g. 2,4,6")
     parser.add_argument("--checkpoint-dir", type=Path, required=True)
     parser.add_argument("--resume", type=_bool, default=False, help="continue from the last checkpoint")

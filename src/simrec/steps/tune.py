@@ -21,13 +21,14 @@ from pyspark.sql import SparkSession
 
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.kfp_output import write_artifact_metadata
 from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.plots import trial_scores
 from simrec.progress import report
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
-from simrec.train.params import TrainParams
+from simrec.train.params import VALIDATION_FRACTION, TrainParams
 from simrec.tune.space import SearchSpace, parse_space, space_json
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,56 @@ class Objective:
             return {"status": STATUS_FAIL, "error": error, "params": values, "mlflow_run_id": run_id}
 
 
+def no_better_for(rounds: int) -> Any:
+    """Hyperopt early_stop_fn: stop once `rounds` successful trials, in the order they finished, have not
+    beaten the best loss before them. Hyperopt's no_progress_loss reads the newest trial's loss, which
+    under SparkTrials may be a running trial's or a failed one's (no loss), and SparkTrials calls the
+    function once per poll however many trials finished, so this one looks at all finished trials."""
+    from hyperopt import STATUS_OK
+
+    def stop(trials: Any, *_: Any) -> tuple[bool, list[Any]]:
+        finished = sorted(
+            (t for t in trials.trials if t["result"].get("status") == STATUS_OK),
+            key=lambda t: t["refresh_time"],
+        )
+        best, since_best = math.inf, 0
+        for trial in finished:
+            if trial["result"]["loss"] < best:
+                best, since_best = trial["result"]["loss"], 0
+            else:
+                since_best += 1
+        return since_best >= rounds, []
+
+    return stop
+
+
+def wait_for_cancelled_tasks(spark: SparkSession, timeout_s: float = 60) -> None:
+    """fmin returns as soon as SparkTrials cancels its jobs, but Spark kills a cancelled task's Python
+    worker only seconds later, and until then the trial may still create or write its MLflow run."""
+    tracker = spark.sparkContext._jsc.sc().statusTracker()  # executor infos are not in PySpark's API
+    deadline = time.monotonic() + timeout_s
+    while sum(e.numRunningTasks() for e in tracker.getExecutorInfos()) > 0:
+        if time.monotonic() > deadline:
+            log.warning("cancelled trials still running after %.0f s", timeout_s)
+            return
+        time.sleep(0.5)
+
+
+def kill_running_children(parent_run_id: str) -> list[str]:
+    """Marks KILLED the nested trial runs still RUNNING once the search is over: trials the overall timeout
+    or early stopping cancelled (SparkTrials cancels their Spark job, so the trial never records an end)."""
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    running = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in running:
+        client.set_tag(run.info.run_id, "simrec.error", "cancelled: the search stopped while it ran")
+        client.set_terminated(run.info.run_id, "KILLED")
+    return [run.info.run_id for run in running]
+
+
 def tune(
     spark: SparkSession,
     lineage: dict[str, Any],
@@ -153,7 +204,7 @@ def tune(
     base: TrainParams | None = None,
     trial_epochs: int = 1,
     data_fraction: float = 0.2,
-    validation_fraction: float = 0.1,
+    validation_fraction: float = VALIDATION_FRACTION,
     trial_timeout_s: float = 900,
     timeout_s: float = 3600,
     early_stop_rounds: int = 0,
@@ -163,10 +214,12 @@ def tune(
     first_points: list[dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Runs the search; returns (best hyperparameters, summary). first_points are configurations (values
-    for every searched hyperparameter) evaluated before TPE suggests any, e.g. a known good one."""
+    for every searched hyperparameter) evaluated before TPE suggests any, e.g. a known good one; they
+    count towards max_evals."""
     from hyperopt import STATUS_OK, SparkTrials, fmin, tpe
-    from hyperopt.early_stop import no_progress_loss
+    from hyperopt.base import JOB_STATE_DONE
     from hyperopt.exceptions import AllTrialsFailed
+    from hyperopt.fmin import generate_trial
 
     if max_evals < 1:
         raise InputError(f"max_evals must be at least 1, got {max_evals}")
@@ -210,6 +263,12 @@ def tune(
             threads=max(1, (os.cpu_count() or 1) // parallelism),
         )
         trials = SparkTrials(parallelism=parallelism, timeout=timeout_s, spark_session=spark)
+        if first_points:
+            # fmin's points_to_evaluate is silently ignored when a Trials object is passed (hyperopt 0.2.7
+            # documents "only works if trials=None"), so the points go in as trials waiting to run.
+            points = [_hyperopt_point(space, p) for p in first_points]
+            trials.insert_trial_docs([generate_trial(tid, point) for tid, point in enumerate(points)])
+            trials.refresh()
         with contextlib.suppress(AllTrialsFailed):  # reported below, with the trials' own errors
             fmin(
                 objective,
@@ -218,23 +277,37 @@ def tune(
                 max_evals=max_evals,
                 trials=trials,
                 rstate=np.random.default_rng(seed),
-                early_stop_fn=no_progress_loss(early_stop_rounds) if early_stop_rounds else None,
-                points_to_evaluate=[_hyperopt_point(space, p) for p in first_points or []] or None,
+                early_stop_fn=no_better_for(early_stop_rounds) if early_stop_rounds else None,
                 show_progressbar=False,
                 return_argmin=False,
             )
-        results = [t["result"] for t in trials.trials]
+        stopped_by = trials.fmin_cancelled_reason  # None, "fmin run timeout" or "early stopping condition"
+        if stopped_by:
+            wait_for_cancelled_tasks(spark)
+        killed = kill_running_children(parent.info.run_id)
+        # Cancelled trials have no result (one that finished as the search was cancelled is cancelled too:
+        # hyperopt drops its result) and trials.trials leaves them out; one never started has no MLflow run.
+        results = [t["result"] for t in trials.trials if t["state"] == JOB_STATE_DONE]
         succeeded = [r for r in results if r.get("status") == STATUS_OK]
         failed = [r for r in results if r.get("status") != STATUS_OK]
         if not succeeded:
-            first = failed[0].get("error", "no result") if failed else "no trial ran"
-            raise InputError(f"all {len(results)} tuning trials failed; the first: {first}")
+            first = f"; the first: {failed[0].get('error', 'no result')}" if failed else ""
+            if stopped_by:
+                raise InputError(
+                    f"no tuning trial succeeded: {len(failed)} failed, {len(killed)} killed when the search "
+                    f"stopped ({stopped_by}){first}"
+                )
+            raise InputError(f"all {len(results)} tuning trials failed{first}")
         best = min(succeeded, key=lambda r: r["loss"])
         mlflow.MlflowClient().set_tag(best["mlflow_run_id"], "simrec.best_trial", "true")
         summary = {
             "trials": len(results),
             "succeeded": len(succeeded),
             "failed": len(failed),
+            "killed": len(killed),
+            "cancelled": trials.count_cancelled_trials(),
+            "stopped_by": stopped_by,
+            "killed_run_ids": killed,
             "failures": [{"params": r.get("params"), "error": r.get("error")} for r in failed],
             "best_val_recall_at_1": -best["loss"],
             "best_params": best["params"],
@@ -249,10 +322,14 @@ def tune(
             {
                 "best_val_recall_at_1": summary["best_val_recall_at_1"],
                 "trials_failed": len(failed),
+                "trials_killed": len(killed),
                 "wall_seconds": summary["wall_seconds"],
             }
         )
     return best["params"], summary
+
+
+DEFAULTS = TrainParams.model_fields
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,11 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--search-space", required=True, help="JSON: hyperparameter -> distribution")
     parser.add_argument("--max-evals", type=int, required=True)
     parser.add_argument("--parallelism", type=int, default=0, help="concurrent trials; 0: Spark task slots")
-    parser.add_argument("--architecture", default="strong", help="for hyperparameters not searched")
-    parser.add_argument("--batch-size", type=int, default=128, help="for hyperparameters not searched")
+    parser.add_argument("--architecture", default=DEFAULTS["architecture"].default, help="if not searched")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULTS["batch_size"].default, help="if not searched"
+    )
     parser.add_argument("--trial-epochs", type=int, default=1)
     parser.add_argument("--data-fraction", type=float, default=0.2, help="share of the rows each trial uses")
-    parser.add_argument("--validation-fraction", type=float, default=0.1)
+    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
     parser.add_argument("--trial-timeout-s", type=float, default=900)
     parser.add_argument("--timeout-s", type=float, default=3600)
     parser.add_argument(
@@ -276,7 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--git-sha", default="unknown")
     parser.add_argument("--best-params-out", type=Path, required=True)
     parser.add_argument("--summary-out", type=Path, required=True)
+    parser.add_argument(
+        "--executor-input", help="KFP's executor input ({{$}}), to publish the summary values"
+    )
     return parser
+
+
+SUMMARY_METRICS = ("trials", "succeeded", "failed", "killed", "best_val_recall_at_1", "wall_seconds")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -304,8 +389,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     write_json_atomic(args.best_params_out, best)
     write_json_atomic(args.summary_out, summary)
+    if args.executor_input:  # the Metrics artifact's scalars, which the KFP UI shows
+        write_artifact_metadata(args.executor_input, {"summary": {k: summary[k] for k in SUMMARY_METRICS}})
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=2))
     report(
-        f"{summary['trials']} trials ({summary['failed']} failed) in {summary['wall_seconds']:.0f} s: "
+        f"{summary['trials']} trials ({summary['failed']} failed, {summary['killed']} killed) in "
+        f"{summary['wall_seconds']:.0f} s: "
         f"best val recall@1 {summary['best_val_recall_at_1']:.4f} with {json.dumps(best, sort_keys=True)}"
     )

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from simrec.crash_points import crash_point
 from simrec.files import write_json_atomic
 from simrec.retrieval import recall_at_k, top_k
 from simrec.train.data import Arrays, ShardSource, training_batches
@@ -117,6 +118,13 @@ def _leave_one_out_recall_at_1(embedder: tf.keras.Model, images: np.ndarray, lab
     return recall_at_k(top_k(embeddings, embeddings, 1, exclude_self=True), labels, labels, 1)
 
 
+def broadcast_initial_state(variables: list[tf.Variable]) -> None:
+    """Every rank starts from rank 0's state: its fresh initial weights, or the checkpoint it restored."""
+    import horovod.tensorflow as hvd
+
+    hvd.broadcast_variables(variables, root_rank=0)
+
+
 def _rank_and_size(distributed: bool) -> tuple[int, int]:
     if not distributed:
         return 0, 1
@@ -145,20 +153,22 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
     optimizer = tf.keras.optimizers.Adam(params.learning_rate * size)
     optimizer.build(trained_variables(model, params))
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch)
+    # The history travels inside the checkpoint, so a checkpoint and its history are saved in one atomic
+    # step: a process killed between writing one and the other cannot leave them disagreeing.
+    saved_history = tf.Variable("[]", dtype=tf.string, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, history=saved_history)
     manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
     history: list[dict[str, float]] = []
+    logger = _MlflowLogger(job.mlflow_run_id) if rank == 0 else None
     if job.resume and manager.latest_checkpoint and rank == 0:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        history_path = Path(job.checkpoint_dir) / HISTORY_FILE
-        history = json.loads(history_path.read_text())[: int(epoch.numpy())]
+        history = json.loads(saved_history.numpy().decode())
+        if logger:  # epochs checkpointed by a process killed before it logged them
+            logger.log_missing(history)
     if distributed:
-        import horovod.tensorflow as hvd
-
-        hvd.broadcast_variables(model.variables + optimizer.variables + [epoch], root_rank=0)
+        broadcast_initial_state(model.variables + optimizer.variables + [epoch])
     train_step = make_train_step(model, optimizer, params, distributed)
     validation_images = job.validation.pixels() if rank == 0 else None
-    logger = _MlflowLogger(job.mlflow_run_id) if rank == 0 else None
 
     with job.source(rank, size) as shard:
         batches = iter(training_batches(shard, params.augment, params.seed + rank))
@@ -190,8 +200,10 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
                 "epoch_seconds": seconds,
             }
             history.append(record)
+            saved_history.assign(json.dumps(history))
             manager.save(checkpoint_number=current + 1)
-            write_json_atomic(Path(job.checkpoint_dir) / HISTORY_FILE, history)
+            crash_point(f"train:after-checkpoint-{current + 1}")
+            write_json_atomic(Path(job.checkpoint_dir) / HISTORY_FILE, history)  # for people, not resume
             if logger:
                 logger.log(record)
             print(
@@ -202,6 +214,7 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
             )
     if rank != 0:
         return None
+    crash_point("train:before-model-save")
     Path(job.model_dir).mkdir(parents=True, exist_ok=True)
     embedder.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
     return history
@@ -216,6 +229,17 @@ class _MlflowLogger:
             from mlflow import MlflowClient
 
             self.client = MlflowClient()
+
+    def log_missing(self, history: list[dict[str, float]]) -> None:
+        if not self.run_id:
+            return
+        for key in history[0] if history else ():
+            if key == "epoch":
+                continue
+            logged = {m.step for m in self.client.get_metric_history(self.run_id, key)}
+            for record in history:
+                if int(record["epoch"]) not in logged:
+                    self.client.log_metric(self.run_id, key, record[key], step=int(record["epoch"]))
 
     def log(self, record: dict[str, float]) -> None:
         if not self.run_id:

@@ -11,9 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from simrec.errors import InputError, validation_problems
 
 LossName = Literal["ms", "softmax", "ms+softmax"]
+# Share of the train table held out for validation, by a stable hash of item_id. Tune and train must use
+# the same value, so that tuning never scores on rows training learns from.
+VALIDATION_FRACTION = 0.1
 
 
 class TrainParams(BaseModel):
+    """Every default here must equal components/train/component.yaml's (and tune's architecture and
+    batch_size): tests/steps/test_defaults.py fails on any difference."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     architecture: Literal["seed", "strong"] = "strong"
