@@ -29,7 +29,7 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     _assert_quiet(first.stdout)
     for progress in (
         "  ingest | tables train v0 (200 rows), test v0 (50 rows)",
-        "  tune | 2 trials (0 failed)",
+        "  tune | 2 trials (0 failed, 0 killed)",
         "  train | epoch 1/2: loss",
         "  train | epoch 2/2: loss",
         "  train | trained 2 epochs",

@@ -12,12 +12,15 @@ import sys
 import requests
 from serve_helpers import free_port, server_env
 
+from simrec.progress import MARKER
+
 
 def run(*args: str, state, port: int) -> dict:
     command = [sys.executable, "-m", "simrec", *args, "--state-dir", str(state), "--port", str(port)]
     done = subprocess.run(command, env=server_env(None), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout)
+    # the answer as JSON, then the step's marked result line for `simrec run`
+    return json.loads("\n".join(line for line in done.stdout.splitlines() if not line.startswith(MARKER)))
 
 
 def test_deploy_starts_local_server(packages, tmp_path):
