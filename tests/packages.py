@@ -3,7 +3,9 @@ catalogue items. Needs TensorFlow and faiss (steps and serve environments)."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +53,15 @@ def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
     items = catalogue_items(count, seed)
     vectors = EmbeddingModel(model_file).embed_pixels(np.stack(items["pixels"].to_list()))
     return write_package(folder, model_file, items, vectors)
+
+
+def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
+    """The validate step as the pipeline runs it: `simrec validate` in the serve environment."""
+    from simrec import paths
+
+    program = paths.envs_dir() / "serve" / "bin" / "simrec"
+    command = [str(program), "validate", "--package", str(package)]
+    command += ["--model-out", str(outputs / "model"), "--validation-out", str(outputs / "validation")]
+    return subprocess.run(
+        command, capture_output=True, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
+    )

@@ -2,15 +2,12 @@
 here, and a broken package stops the pipeline with one line and no model."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from packages import build_package
+from packages import build_package, run_validate
 
 from simrec import paths
 from simrec.errors import InputError
@@ -118,21 +115,7 @@ def test_the_step_exits_with_one_line_when_a_smoke_answer_changed(package, tmp_p
     expected["by_item"] = expected["by_item"][::-1]  # the answers the package was built with, reordered
     (broken / MANIFEST_FILE).write_text(json.dumps(manifest))
     outputs = tmp_path / "outputs"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("simrec")),
-            "validate",
-            "--package",
-            str(broken),
-            "--model-out",
-            str(outputs / "model"),
-            "--validation-out",
-            str(outputs / "validation"),
-        ],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    result = run_validate(broken, outputs)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("simrec validate: error: check 'smoke queries' failed: 1 smoke answer(s) changed")

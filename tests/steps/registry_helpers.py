@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import packages
 import pytest
 
 from simrec import paths
@@ -34,22 +34,8 @@ def serve_simrec() -> Path:
 
 
 def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
-    """The validate step as the pipeline runs it: `simrec validate` in the serve environment."""
-    return subprocess.run(
-        [
-            str(serve_simrec()),
-            "validate",
-            "--package",
-            str(package),
-            "--model-out",
-            str(outputs / "model"),
-            "--validation-out",
-            str(outputs / "validation"),
-        ],
-        capture_output=True,
-        text=True,
-        env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
+    serve_simrec()  # skips with a clear reason when the serve environment is missing
+    return packages.run_validate(package, outputs)
 
 
 def training_run(params: dict[str, Any] = TRAIN_PARAMS) -> str:
