@@ -170,14 +170,16 @@ def write_package(
     spec: IndexSpec = DEFAULT_SPEC,
     smoke_items: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    index: Any = None,
 ) -> Path:
-    """Builds the package in `folder`: the model file, the index over `vectors` (row i = items row i),
-    the items table and the manifest, with smoke queries answered by the finished package."""
+    """Builds the package in `folder`: the model file, the index over `vectors` (row i = items row i;
+    `index` when the caller already built it with `spec`), the items table and the manifest, with smoke
+    queries answered by the finished package."""
     if len(items) != len(vectors):
         raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, folder / MODEL_FILE)
-    save_index(build_index(vectors, spec), folder / INDEX_FILE)
+    save_index(build_index(vectors, spec) if index is None else index, folder / INDEX_FILE)
     items[ITEM_COLUMNS].reset_index(drop=True).to_parquet(folder / ITEMS_FILE, index=False)
     manifest = {
         "format": FORMAT,

@@ -266,6 +266,7 @@ def evaluate(
         index_spec,
         smoke_items=smoke,
         extra={"model_name": model_name, "exclude_classes": list(exclude_classes)},
+        index=index_build,  # built and measured above: the package serves that same index
     )
     shown = _figures(catalogue, vectors, index_build, results, seed)
 
