@@ -1,5 +1,6 @@
 """Test recall@1 of a trained embedding model: each test image's nearest train image (cosine) has the
-same label. The evaluate step will own this; until then the benchmarks use it.
+same label, without Spark or the evaluate step, for the training benchmark (benchmarks/train.py); the
+pipeline's measurements come from evaluate (benchmarks/evaluation_table.py prints them for runs).
 
   .envs/steps/bin/python benchmarks/recall.py RUN_FOLDER   (a `simrec run` folder with ingest/ and train/)"""
 
