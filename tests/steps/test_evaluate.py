@@ -140,3 +140,16 @@ def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, 
         first["model_id"]: 700,
         second["model_id"]: 700,
     }
+
+
+def test_a_folder_without_a_model_is_refused_by_name(spark, lineage_file, tmp_path) -> None:
+    with pytest.raises(InputError, match="not a trained model folder"):
+        evaluate(
+            spark,
+            read_lineage(lineage_file),
+            tmp_path,
+            str(tmp_path / "lake"),
+            tmp_path / "p",
+            gate=GateSettings(),
+        )
+    assert not (tmp_path / "p").exists() and not (tmp_path / "lake").exists()  # nothing written

@@ -23,6 +23,7 @@ from simrec.codec import decode_png
 from simrec.data.fashion_mnist import LABEL_NAMES, format_classes, parse_classes
 from simrec.data.lake import table_uri
 from simrec.embedding import pixel_vectors
+from simrec.errors import InputError
 from simrec.evaluate import report
 from simrec.evaluate.catalogue_embeddings import EMBEDDINGS_TABLE, embed_catalogue, read_vectors
 from simrec.evaluate.gate import GATE_METRIC, GATE_MODES, GateSettings, decide
@@ -218,6 +219,8 @@ def evaluate(
     started = time.perf_counter()
     workdir = workdir or package_out.parent / "evaluate-work"
     model_file = model_dir / EMBEDDING_MODEL_FILE
+    if not model_file.is_file():
+        raise InputError(f"{model_dir}: not a trained model folder (no {EMBEDDING_MODEL_FILE})")
     training = (
         json.loads((model_dir / SUMMARY_FILE).read_text()) if (model_dir / SUMMARY_FILE).exists() else {}
     )
