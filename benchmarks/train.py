@@ -23,7 +23,7 @@ from simrec.spark import get_spark
 from simrec.steps.ingest import ingest
 from simrec.steps.train import train
 from simrec.train.data import petastorm_source, read_table, split
-from simrec.train.params import TrainParams
+from simrec.train.params import TrainParams, train_component_defaults
 
 
 def reader_rows_per_second(frame, batch_size: int, cache: Path, batches: int = 200) -> float:
@@ -57,15 +57,24 @@ def main() -> None:
     overrides = json.loads(args.params) | {
         k: v for k, v in vars(args).items() if k in ("epochs", "batch_size", "architecture", "loss") and v
     }
-    params = TrainParams.parse(overrides)
+    params = TrainParams.component_defaults(**overrides)
+    validation_fraction = train_component_defaults()["validation_fraction"]
     spark = get_spark("simrec-bench-train")
     lineage = ingest(spark, args.source, str(Path(args.lake).resolve()), checksums="official")
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
-        summary = train(spark, lineage, params, Path(tmp) / "model", Path(tmp) / "ckpt", workers=args.workers)
+        summary = train(
+            spark,
+            lineage,
+            params,
+            Path(tmp) / "model",
+            Path(tmp) / "ckpt",
+            validation_fraction=validation_fraction,
+            workers=args.workers,
+        )
         test_recall = test_recall_at_1(spark, lineage, Path(tmp) / "model")
         spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{tmp}/petastorm")
-        train_frame, _ = split(read_table(spark, lineage["tables"]["train"]), 0.1)
+        train_frame, _ = split(read_table(spark, lineage["tables"]["train"]), validation_fraction)
         reader_rate = reader_rows_per_second(train_frame, params.batch_size, Path(tmp))
     history = summary["history"]
     rates = [h["images_per_sec_per_worker"] for h in history[1:]] or [history[0]["images_per_sec_per_worker"]]

@@ -17,7 +17,7 @@ from simrec.config import load_config
 from simrec.spark import get_spark
 from simrec.steps.ingest import ingest
 from simrec.steps.tune import tune
-from simrec.train.params import TrainParams
+from simrec.train.params import TrainParams, train_component_defaults
 from simrec.tune.space import parse_space
 
 
@@ -29,7 +29,8 @@ def main() -> None:
     max_evals = args.max_evals or config.tune.max_evals
     spark = get_spark("simrec-bench-tune")
     lineage = ingest(spark, config.ingest.source, config.storage.lake_uri, checksums=config.ingest.checksums)
-    base = TrainParams(architecture=config.train.architecture, batch_size=config.train.batch_size)
+    base = TrainParams.component_defaults()  # the embedded profile sets no training hyperparameter
+    validation_fraction = train_component_defaults()["validation_fraction"]
     space = parse_space(config.tune.space)
     summaries, configurations = {}, None
     with tempfile.TemporaryDirectory() as tmp:
@@ -42,6 +43,7 @@ def main() -> None:
                 max_evals=max_evals,
                 parallelism=parallelism,
                 base=base,
+                validation_fraction=validation_fraction,
                 trial_epochs=config.tune.trial_epochs,
                 data_fraction=config.tune.data_fraction,
                 first_points=configurations,

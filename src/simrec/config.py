@@ -174,12 +174,14 @@ class IngestConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """What differs between profiles; every other hyperparameter is a default in components/train."""
+    """What differs between profiles. Hyperparameters are defaults in components/train/component.yaml (the
+    one place they are edited); epochs, architecture and batch_size are run parameters a profile may set,
+    null meaning the component's default."""
 
     workers: int = Field(1, ge=1, description="Horovod ranks (one GPU each when accelerator is set)")
-    epochs: int = Field(10, ge=1)
-    architecture: Literal["seed", "strong"] = "strong"
-    batch_size: int = Field(128, ge=4)
+    epochs: int | None = Field(None, ge=1)
+    architecture: Literal["seed", "strong"] | None = None
+    batch_size: int | None = Field(None, ge=4)
     accelerator: str | None = Field(
         None, description="Kubernetes GPU resource for training, e.g. nvidia.com/gpu"
     )

@@ -1,6 +1,7 @@
 """The product's component YAML and compiled pipeline (IR), checked as a CI would without a cluster."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,31 @@ def test_full_profile_is_single_node_multi_gpu_and_cacheable_on_kfp(tmp_path) ->
     assert spec["components"]["comp-ingest"]["outputDefinitions"] == {
         "parameters": {"lineage": {"parameterType": "STRUCT"}}
     }
+
+
+def test_an_edited_train_default_reaches_tune_trials_and_the_run_parameters(tmp_path) -> None:
+    """The train component YAML is the one place a training default is edited (README: Components)."""
+    edited = tmp_path / "components"
+    shutil.copytree(CHECKOUT / "components", edited)
+    train_yaml = edited / "train" / "component.yaml"
+    spec = yaml.safe_load(train_yaml.read_text())
+    defaults = {i["name"]: i for i in spec["inputs"]}
+    defaults["dropout"]["default"], defaults["epochs"]["default"] = 0.25, 3
+    defaults["validation_fraction"]["default"] = 0.15
+    train_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    ir, _ = yaml.safe_load_all(
+        compile_pipeline(load_config("embedded"), tmp_path / "p.yaml", edited).read_text()
+    )
+    tune = ir["root"]["dag"]["tasks"]["tune"]["inputs"]["parameters"]
+    trials_start_from = tune["train_params"]["runtimeValue"]["constant"]
+    assert trials_start_from["dropout"] == 0.25
+    assert tune["validation_fraction"]["runtimeValue"]["constant"] == 0.15
+    assert ir["root"]["inputDefinitions"]["parameters"]["epochs"]["defaultValue"] == 3
+    train_inputs = ir["components"]["comp-train"]["inputDefinitions"]["parameters"]
+    assert (train_inputs["dropout"]["defaultValue"], train_inputs["validation_fraction"]["defaultValue"]) == (
+        0.25,
+        0.15,
+    )
 
 
 def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -> None:

@@ -54,7 +54,9 @@ def test_multi_similarity_loss_is_the_papers_formula(seed, alpha, beta, lam, eps
 
 
 def test_training_with_the_multi_similarity_loss_alone() -> None:
-    params = TrainParams(architecture="seed", embedding_dim=8, dropout=0.0, loss="ms", batch_size=32)
+    params = TrainParams.component_defaults(
+        architecture="seed", embedding_dim=8, dropout=0.0, loss="ms", batch_size=32
+    )
     tf.keras.utils.set_random_seed(0)
     _, model = build_training_model(params)
     head = model.get_layer("cosine_softmax").get_weights()

@@ -11,7 +11,9 @@ from simrec.steps.train import train
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 from simrec.train.params import TrainParams
 
-SMOKE = TrainParams(architecture="seed", embedding_dim=16, batch_size=32, epochs=2, learning_rate=3e-3)
+SMOKE = TrainParams.component_defaults(
+    architecture="seed", embedding_dim=16, batch_size=32, epochs=2, learning_rate=3e-3
+)
 
 
 def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) -> None:
@@ -21,6 +23,7 @@ def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) ->
         SMOKE,
         tmp_path / "model",
         tmp_path / "ckpt",
+        validation_fraction=0.1,
         workers=2,
         git_sha="abc123",
         exclude_classes=(2, 4),
@@ -50,7 +53,14 @@ def test_two_workers_train_and_track(spark, lineage_file, tracking, tmp_path) ->
 def test_too_little_data_is_refused(spark, lineage_file, tracking, tmp_path) -> None:
     big_batches = SMOKE.model_copy(update={"batch_size": 4096})
     with pytest.raises(InputError, match="too little data"):
-        train(spark, read_lineage(lineage_file), big_batches, tmp_path / "m", tmp_path / "c")
+        train(
+            spark,
+            read_lineage(lineage_file),
+            big_batches,
+            tmp_path / "m",
+            tmp_path / "c",
+            validation_fraction=0.1,
+        )
 
 
 def test_bad_lineage_file_is_named(tmp_path) -> None:

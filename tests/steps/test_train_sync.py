@@ -19,7 +19,9 @@ from simrec.train.loop import (
 )
 from simrec.train.params import TrainParams
 
-PARAMS = TrainParams(architecture="seed", embedding_dim=8, dropout=0.0, loss="softmax", batch_size=16)
+PARAMS = TrainParams.component_defaults(
+    architecture="seed", embedding_dim=8, dropout=0.0, loss="softmax", batch_size=16
+)
 STEPS = 5
 LEARNING_RATE = 0.05
 

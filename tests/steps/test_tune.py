@@ -10,15 +10,20 @@ from simrec.lineage import read_lineage
 from simrec.steps.train import main as train_main
 from simrec.steps.tune import main as tune_main
 from simrec.steps.tune import tune
-from simrec.train.params import TrainParams
+from simrec.train.params import TrainParams, train_component_defaults
 from simrec.tune.space import parse_space
 
-BASE = TrainParams(architecture="seed", embedding_dim=16, batch_size=32)
+BASE = TrainParams.component_defaults(architecture="seed", embedding_dim=16, batch_size=32)
+VALIDATION = train_component_defaults()["validation_fraction"]
 SPACE = {
     "learning_rate": {"dist": "loguniform", "low": 0.001, "high": 0.01},
     "embedding_dim": {"dist": "choice", "options": [8, 16]},
     "dropout": {"dist": "uniform", "low": 0.0, "high": 0.3},
 }
+
+
+def _flags(values: dict[str, object]) -> list[str]:
+    return [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def _children(parent_run_id: str) -> list:
@@ -49,10 +54,14 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
             "4",
             "--parallelism",
             "2",
+            "--train-params",
+            BASE.model_dump_json(),
             "--architecture",
             "seed",
             "--batch-size",
             "32",
+            "--validation-fraction",
+            str(VALIDATION),
             "--data-fraction",
             "1.0",
             "--best-params-out",
@@ -92,12 +101,11 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
             str(lineage_file),
             "--best-params",
             str(best_file),
-            "--architecture",
-            "seed",
-            "--batch-size",
-            "32",
-            "--epochs",
-            "1",
+            *_flags(
+                TrainParams.component_defaults(architecture="seed", batch_size=32, epochs=1).model_dump()
+            ),
+            "--validation-fraction",
+            str(VALIDATION),
             "--checkpoint-dir",
             str(tmp_path / "ckpt"),
             "--model-out",
@@ -117,6 +125,7 @@ def test_a_failing_configuration_is_recorded_and_the_search_finishes(spark, line
         max_evals=4,
         parallelism=2,
         base=BASE,
+        validation_fraction=VALIDATION,
         data_fraction=1.0,
         seed=3,
     )
@@ -137,6 +146,7 @@ def test_trials_over_their_time_limit_fail_and_are_reported(spark, lineage_file,
             max_evals=2,
             parallelism=2,
             base=BASE,
+            validation_fraction=VALIDATION,
             trial_timeout_s=0.01,
         )
 
@@ -203,6 +213,7 @@ def test_a_trial_cut_by_the_overall_timeout_is_marked_killed(spark, lineage_file
             max_evals=2,
             parallelism=1,
             base=BASE,
+            validation_fraction=VALIDATION,
             trial_epochs=200,
             data_fraction=1.0,
             timeout_s=60,
@@ -226,6 +237,7 @@ def test_early_stop_ends_the_search_and_kills_the_running_trial(spark, lineage_f
         max_evals=4,
         parallelism=2,
         base=BASE,
+        validation_fraction=VALIDATION,
         trial_epochs=30,
         data_fraction=1.0,
         early_stop_rounds=1,

@@ -36,8 +36,10 @@ def _common(parser: argparse.ArgumentParser, default_profile: str) -> None:
     )
 
 
-def _arguments(config: SimrecConfig, params: list[str]) -> dict[str, Any]:
-    return pipeline_arguments(config) | {"git_sha": git_sha()} | _parse_params(params)
+def _arguments(config: SimrecConfig, args: argparse.Namespace) -> dict[str, Any]:
+    return (
+        pipeline_arguments(config, args.components_dir) | {"git_sha": git_sha()} | _parse_params(args.param)
+    )
 
 
 def _short(value: Any) -> str:
@@ -73,7 +75,7 @@ def run_main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     config = load_config(args.profile)
-    arguments = _arguments(config, args.param)
+    arguments = _arguments(config, args)
     run_name = args.run_name or f"{PIPELINE_NAME}-{datetime.now():%Y%m%d-%H%M%S}"
     runs_dir = Path(config.storage.runs_dir)
     if (runs_dir / run_name).exists():
@@ -113,7 +115,7 @@ def submit_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedule", metavar="CRON", help="create a recurring run on this cron schedule")
     args = parser.parse_args(argv)
     config = load_config(args.profile)
-    arguments = _arguments(config, args.param)
+    arguments = _arguments(config, args)
     name = f"{PIPELINE_NAME}-{arguments['git_sha'][:12]}-{datetime.now():%Y%m%d-%H%M%S}"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(compile_pipeline(config, Path(tmp) / "pipeline.yaml", args.components_dir))

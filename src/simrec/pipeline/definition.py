@@ -16,6 +16,7 @@ from simrec import paths
 from simrec.config import SimrecConfig
 from simrec.errors import InputError
 from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
+from simrec.train.params import TRAIN_COMPONENT, TrainParams, component_input_defaults
 
 PIPELINE_NAME = "simrec"
 STEPS = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")
@@ -95,6 +96,10 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     validate_op = load_step("validate", components_dir)
     register_op = load_step("register", components_dir)
     deploy_op = load_step("deploy", components_dir)
+    train_defaults = component_input_defaults(components_dir / TRAIN_COMPONENT)
+    train_params = TrainParams.parse(
+        {name: train_defaults.get(name) for name in TrainParams.model_fields}, str(TRAIN_COMPONENT)
+    ).model_dump()
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
     def simrec_pipeline(
@@ -132,6 +137,9 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             search_space=search_space,
             max_evals=max_evals,
             parallelism=parallelism,
+            # trials train what train would: its component's defaults, edited in that one file
+            train_params=train_params,
+            validation_fraction=train_defaults["validation_fraction"],
             architecture=architecture,
             batch_size=batch_size,
             trial_epochs=trial_epochs,
@@ -225,16 +233,18 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     return simrec_pipeline
 
 
-def pipeline_arguments(config: SimrecConfig) -> dict[str, Any]:
-    """The pipeline's parameter values for a configuration profile."""
+def pipeline_arguments(config: SimrecConfig, components_dir: Path | None = None) -> dict[str, Any]:
+    """The pipeline's parameter values for a configuration profile; training's come from the train
+    component's defaults where the profile sets none."""
+    train = component_input_defaults((components_dir or paths.components_dir()) / TRAIN_COMPONENT)
     return {
         "lake_uri": config.storage.lake_uri,
         "source": config.ingest.source,
         "checksums": config.ingest.checksums,
         "workers": config.train.workers,
-        "epochs": config.train.epochs,
-        "architecture": config.train.architecture,
-        "batch_size": config.train.batch_size,
+        "epochs": config.train.epochs or train["epochs"],
+        "architecture": config.train.architecture or train["architecture"],
+        "batch_size": config.train.batch_size or train["batch_size"],
         "search_space": config.tune.space,
         "max_evals": config.tune.max_evals,
         "parallelism": config.tune.parallelism,
@@ -256,6 +266,6 @@ def compile_pipeline(config: SimrecConfig, package_path: Path, components_dir: P
     compiler.Compiler().compile(
         build_pipeline(config, components_dir),
         str(package_path),
-        pipeline_parameters=pipeline_arguments(config),
+        pipeline_parameters=pipeline_arguments(config, components_dir),
     )
     return package_path

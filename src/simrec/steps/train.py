@@ -27,7 +27,7 @@ from simrec.plots import training_curves
 from simrec.progress import report
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
-from simrec.train.params import VALIDATION_FRACTION, TrainParams
+from simrec.train.params import TrainParams
 
 log = logging.getLogger(__name__)
 MLFLOW_RUN_FILE = "mlflow_run.json"
@@ -45,8 +45,8 @@ def train(
     model_dir: Path,
     checkpoint_dir: Path,
     *,
+    validation_fraction: float,
     workers: int = 1,
-    validation_fraction: float = VALIDATION_FRACTION,
     resume: bool = False,
     experiment: str = DEFAULT_EXPERIMENT,
     git_sha: str = "unknown",
@@ -166,16 +166,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec train", description=__doc__.splitlines()[0])
     parser.add_argument("--lineage", required=True, help="ingest's lineage: JSON text, or a JSON file")
     parser.add_argument("--best-params", type=Path, help="JSON of hyperparameters (tune's output) that win")
-    hyper = parser.add_argument_group("hyperparameters (default: TrainParams)")
+    # Required: their defaults live in components/train/component.yaml only, which passes every one.
+    hyper = parser.add_argument_group("hyperparameters (defaults: components/train/component.yaml)")
     for name, spec in TrainParams.model_fields.items():
         kind = (
             _bool
             if spec.annotation is bool
             else (spec.annotation if spec.annotation in (int, float) else str)
         )
-        hyper.add_argument(_flag(name), type=kind, help=f"default {spec.default}")
+        hyper.add_argument(_flag(name), type=kind, required=True)
     parser.add_argument("--workers", type=int, default=1, help="Horovod ranks")
-    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    parser.add_argument(
+        "--validation-fraction", type=float, required=True, help="share of the train table held out"
+    )
     parser.add_argument("--exclude-classes", default="", help="labels left out of training, e.g. 2,4,6")
     parser.add_argument("--checkpoint-dir", type=Path, required=True)
     parser.add_argument("--resume", type=_bool, default=False, help="continue from the last checkpoint")
@@ -187,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    values = {
-        name: getattr(args, name) for name in TrainParams.model_fields if getattr(args, name) is not None
-    }
+    values = {name: getattr(args, name) for name in TrainParams.model_fields}
     if args.best_params:
         values |= TrainParams.from_file(args.best_params).model_dump(exclude_unset=True)
     params = TrainParams.parse(values)

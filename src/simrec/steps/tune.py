@@ -28,7 +28,7 @@ from simrec.plots import trial_scores
 from simrec.progress import report
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
-from simrec.train.params import VALIDATION_FRACTION, TrainParams
+from simrec.train.params import TrainParams, json_object
 from simrec.tune.space import SearchSpace, parse_space, space_json
 
 log = logging.getLogger(__name__)
@@ -200,11 +200,11 @@ def tune(
     space: SearchSpace,
     *,
     max_evals: int,
+    base: TrainParams,
+    validation_fraction: float,
     parallelism: int = 0,
-    base: TrainParams | None = None,
     trial_epochs: int = 1,
     data_fraction: float = 0.2,
-    validation_fraction: float = VALIDATION_FRACTION,
     trial_timeout_s: float = 900,
     timeout_s: float = 3600,
     early_stop_rounds: int = 0,
@@ -226,7 +226,7 @@ def tune(
     if not 0.0 < data_fraction <= 1.0:
         raise InputError(f"data fraction must be in (0, 1], got {data_fraction}")
     started = time.perf_counter()
-    base = (base or TrainParams()).model_copy(update={"epochs": trial_epochs, "seed": seed})
+    base = base.model_copy(update={"epochs": trial_epochs, "seed": seed})
     parallelism = parallelism or spark.sparkContext.defaultParallelism
     train_frame, validation_frame = split(read_table(spark, lineage["tables"]["train"]), validation_fraction)
     train = Arrays.collect(sample(train_frame, data_fraction, seed))
@@ -329,22 +329,25 @@ def tune(
     return best["params"], summary
 
 
-DEFAULTS = TrainParams.model_fields
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec tune", description=__doc__.splitlines()[0])
     parser.add_argument("--lineage", required=True, help="ingest's lineage: JSON text, or a JSON file")
     parser.add_argument("--search-space", required=True, help="JSON: hyperparameter -> distribution")
     parser.add_argument("--max-evals", type=int, required=True)
     parser.add_argument("--parallelism", type=int, default=0, help="concurrent trials; 0: Spark task slots")
-    parser.add_argument("--architecture", default=DEFAULTS["architecture"].default, help="if not searched")
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULTS["batch_size"].default, help="if not searched"
+        "--train-params",
+        required=True,
+        help="JSON object: every training hyperparameter (the train component's defaults); trials start "
+        "from it and replace what the search space samples",
     )
+    parser.add_argument("--architecture", required=True, help="replaces train-params' (a run parameter)")
+    parser.add_argument("--batch-size", type=int, required=True, help="replaces train-params'")
     parser.add_argument("--trial-epochs", type=int, default=1)
     parser.add_argument("--data-fraction", type=float, default=0.2, help="share of the rows each trial uses")
-    parser.add_argument("--validation-fraction", type=float, default=VALIDATION_FRACTION)
+    parser.add_argument(
+        "--validation-fraction", type=float, required=True, help="train's: tuning never scores on its rows"
+    )
     parser.add_argument("--trial-timeout-s", type=float, default=900)
     parser.add_argument("--timeout-s", type=float, default=3600)
     parser.add_argument(
@@ -367,7 +370,11 @@ SUMMARY_METRICS = ("trials", "succeeded", "failed", "killed", "best_val_recall_a
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     space = parse_space(args.search_space, "--search-space")
-    base = TrainParams.parse({"architecture": args.architecture, "batch_size": args.batch_size})
+    base = TrainParams.parse(
+        json_object(args.train_params, "--train-params")
+        | {"architecture": args.architecture, "batch_size": args.batch_size},
+        "--train-params",
+    )
     from simrec.spark import get_spark
 
     best, summary = tune(

@@ -4,38 +4,39 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from simrec import paths
 from simrec.errors import InputError, validation_problems
 
 LossName = Literal["ms", "softmax", "ms+softmax"]
-# Share of the train table held out for validation, by a stable hash of item_id. Tune and train must use
-# the same value, so that tuning never scores on rows training learns from.
-VALIDATION_FRACTION = 0.1
+TRAIN_COMPONENT = Path("train") / "component.yaml"
 
 
 class TrainParams(BaseModel):
-    """Every default here must equal components/train/component.yaml's (and tune's architecture and
-    batch_size): tests/steps/test_defaults.py fails on any difference."""
+    """Validated ranges only. The defaults are edited in one place, components/train/component.yaml: the
+    pipeline passes them to train and (for what tune does not search) to tune's trials; code that trains
+    outside the pipeline (tests, benchmarks) starts from `component_defaults`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: Literal["seed", "strong"] = "strong"
-    embedding_dim: int = Field(128, ge=2, le=2048)
-    dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
-    batch_size: int = Field(128, ge=4, le=8192)
-    epochs: int = Field(10, ge=1, le=1000)
-    loss: LossName = "ms+softmax"
-    ms_alpha: float = Field(2.0, gt=0.0)
-    ms_beta: float = Field(50.0, gt=0.0)
-    ms_lambda: float = Field(0.5, ge=-1.0, le=1.0)
-    ms_epsilon: float = Field(0.1, ge=0.0, le=2.0)
-    softmax_scale: float = Field(16.0, gt=0.0, le=128.0)
-    augment: bool = True
-    seed: int = 0
+    architecture: Literal["seed", "strong"]
+    embedding_dim: int = Field(ge=2, le=2048)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    batch_size: int = Field(ge=4, le=8192)
+    epochs: int = Field(ge=1, le=1000)
+    loss: LossName
+    ms_alpha: float = Field(gt=0.0)
+    ms_beta: float = Field(gt=0.0)
+    ms_lambda: float = Field(ge=-1.0, le=1.0)
+    ms_epsilon: float = Field(ge=0.0, le=2.0)
+    softmax_scale: float = Field(gt=0.0, le=128.0)
+    augment: bool
+    seed: int
 
     @classmethod
     def parse(cls, values: dict[str, Any], origin: str = "training parameters") -> TrainParams:
@@ -47,9 +48,48 @@ class TrainParams(BaseModel):
     @classmethod
     def from_file(cls, path: Path) -> TrainParams:
         try:
-            values = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            text = path.read_text()
+        except OSError as exc:
             raise InputError(f"{path}: cannot read training parameters ({exc})") from exc
-        if not isinstance(values, dict):
-            raise InputError(f"{path}: training parameters must be a JSON object")
-        return cls.parse(values, str(path))
+        return cls.parse(json_object(text, str(path)), str(path))
+
+    @classmethod
+    def check_value(cls, name: str, value: Any, origin: str) -> None:
+        """InputError unless `value` is valid for the hyperparameter `name`."""
+        field = cls.model_fields[name]
+        try:
+            TypeAdapter(Annotated[field.annotation, field]).validate_python(value)
+        except ValidationError as exc:
+            raise InputError(f"{origin}: {validation_problems(exc.errors())}") from exc
+
+    @classmethod
+    def component_defaults(cls, **overrides: Any) -> TrainParams:
+        """The train component's defaults (with overrides): what the pipeline would train with."""
+        defaults = train_component_defaults()
+        return cls.parse(
+            {name: defaults.get(name) for name in cls.model_fields} | overrides, str(TRAIN_COMPONENT)
+        )
+
+
+def json_object(text: str, origin: str) -> dict[str, Any]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{origin}: training parameters are not valid JSON ({exc})") from exc
+    if not isinstance(values, dict):
+        raise InputError(f"{origin}: training parameters must be a JSON object")
+    return values
+
+
+def train_component_defaults() -> dict[str, Any]:
+    """Every default of components/train/component.yaml, validation_fraction included."""
+    return component_input_defaults(paths.components_dir() / TRAIN_COMPONENT)
+
+
+def component_input_defaults(path: Path) -> dict[str, Any]:
+    """{input name: default} of a component YAML file."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+        return {item["name"]: item["default"] for item in spec["inputs"] if "default" in item}
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise InputError(f"{path}: cannot read the component's input defaults ({exc})") from exc

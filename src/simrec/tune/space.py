@@ -73,7 +73,7 @@ def parse_space(raw: Any, origin: str = "search space") -> SearchSpace:
         if TrainParams.model_fields[name].annotation is int and space[name].dist in ("uniform", "loguniform"):
             raise InputError(f"{origin}: {name} is an integer: use choice or quniform")
         for value in space[name].values():
-            TrainParams.parse({name: value}, f"{origin}: {name}")
+            TrainParams.check_value(name, value, f"{origin}: {name}")
     return space
 
 
