@@ -2,6 +2,7 @@
 
 import pytest
 
+from simrec.errors import InputError
 from simrec.steps.train import build_parser as train_parser
 from simrec.steps.tune import build_parser as tune_parser
 from simrec.train.params import TrainParams, train_component_defaults
@@ -34,3 +35,13 @@ def test_tune_cli_requires_the_training_parameters_and_validation_split(capsys) 
         tune_parser().parse_args(["--lineage", "l", "--search-space", "{}", "--max-evals", "1"])
     error = capsys.readouterr().err
     assert all(flag in error for flag in ("--train-params", "--validation-fraction", "--architecture"))
+
+
+def test_tunes_best_values_are_checked_one_by_one(tmp_path) -> None:
+    best = tmp_path / "best.json"
+    best.write_text('{"dropout": 0.2, "embedding_dim": 64}')
+    assert TrainParams.values_from_file(best) == {"dropout": 0.2, "embedding_dim": 64}
+    for text, problem in (('{"dropout": 1.5}', "dropout"), ('{"depth": 3}', "unknown"), ("[1]", "object")):
+        best.write_text(text)
+        with pytest.raises(InputError, match=problem):
+            TrainParams.values_from_file(best)

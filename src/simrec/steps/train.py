@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     values = {name: getattr(args, name) for name in TrainParams.model_fields}
     if args.best_params:
-        values |= TrainParams.from_file(args.best_params).model_dump(exclude_unset=True)
+        values |= TrainParams.values_from_file(args.best_params)
     params = TrainParams.parse(values)
     from simrec.spark import get_spark
 

@@ -46,12 +46,18 @@ class TrainParams(BaseModel):
             raise InputError(f"{origin}: {validation_problems(exc.errors())}") from exc
 
     @classmethod
-    def from_file(cls, path: Path) -> TrainParams:
+    def values_from_file(cls, path: Path) -> dict[str, Any]:
+        """Some hyperparameters (e.g. tune's best), each checked, from a JSON object file."""
         try:
             text = path.read_text()
         except OSError as exc:
             raise InputError(f"{path}: cannot read training parameters ({exc})") from exc
-        return cls.parse(json_object(text, str(path)), str(path))
+        values = json_object(text, str(path))
+        for name, value in values.items():
+            if name not in cls.model_fields:
+                raise InputError(f"{path}: unknown training parameter {name!r}")
+            cls.check_value(name, value, f"{path}: {name}")
+        return values
 
     @classmethod
     def check_value(cls, name: str, value: Any, origin: str) -> None:
