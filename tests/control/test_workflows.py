@@ -21,7 +21,7 @@ ENV_TOOLS = {"simrec", "python", "ruff"}
 # standard tools a step may call, and what with
 STANDARD = {"apt-get": None, "git": None, "echo": None, "docker": {"login"}}
 OPERATORS = {"&&", "||", "|", ";", "&"}
-# official GitHub actions only: checkout, toolchains, cache, artifacts
+# official GitHub actions only (checkout, toolchains, cache, artifacts), each pinned by commit
 ACTIONS = {"actions/checkout", "actions/setup-go", "actions/cache", "actions/upload-artifact"}
 
 
@@ -144,9 +144,11 @@ def test_run_steps_call_only_project_commands(path: Path) -> None:
     problems = []
     for job, step in _steps(_load(path)):
         if "uses" in step:
-            action = step["uses"].split("@")[0]
+            action, _, ref = step["uses"].partition("@")
             if action not in ACTIONS:
                 problems.append(f"{job}: action {step['uses']} is not an official one we allow")
+            if not re.fullmatch(r"[0-9a-f]{40}", ref):
+                problems.append(f"{job}: action {step['uses']} is not pinned by commit (a tag can move)")
         for command in _commands(step.get("run", "")):
             if problem := _problem(command):
                 problems.append(f"{job}: {shlex.join(command)}: {problem}")
