@@ -188,6 +188,11 @@ class TrainConfig(_Section):
     checkpoint_pvc: str | None = Field(
         None, description="PersistentVolumeClaim mounted at storage.checkpoint_root for the train task"
     )
+    image: str | None = Field(
+        None,
+        description="image of the train task instead of its component's, e.g. the CUDA build "
+        "simrec/steps-gpu:<version> (images/steps-gpu) on GPU nodes",
+    )
     exclude_classes: str = Field(
         "",
         pattern=r"^(\d(,\d)*)?$",

@@ -18,6 +18,7 @@ class KfpStub:
         self.runs: list[dict[str, Any]] = []
         self.recurring_runs: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,6 +36,7 @@ class KfpStub:
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 stub.requests.append(("GET", url.path))
+                stub.authorizations.append(self.headers.get("Authorization"))
                 if url.path == f"{API}/healthz":
                     self._reply({"multi_user": False})
                 elif url.path == f"{API}/experiments":
@@ -48,6 +50,7 @@ class KfpStub:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 stub.requests.append(("POST", self.path))
+                stub.authorizations.append(self.headers.get("Authorization"))
                 if self.path == f"{API}/experiments":
                     body["experiment_id"] = str(uuid.uuid4())
                     stub.experiments.append(body)

@@ -65,7 +65,7 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert kubernetes["exec-ingest"]["secretAsEnv"][0]["secretName"] == "simrec-object-store"
 
     train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
-    assert train["image"] == f"simrec/steps:{package.__version__}"
+    assert train["image"] == config.train.image == f"simrec/steps-gpu:{package.__version__}"  # CUDA build
     assert {"name": "MLFLOW_TRACKING_URI", "value": config.storage.mlflow_tracking_uri} in train["env"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert (

@@ -1,5 +1,7 @@
 """`simrec submit` against a local stub of the KFP API."""
 
+import os
+
 import pytest
 from control_helpers import simrec
 from kfp_stub import KfpStub
@@ -36,6 +38,17 @@ def test_submit_creates_a_run_with_the_pipeline_and_git_sha(kfp_api) -> None:
     assert parameters["git_sha"] == git_sha()
     assert run["display_name"].startswith(f"simrec-{git_sha()[:12]}-")
     assert run["run_id"] in result.stdout
+    assert set(kfp_api.authorizations) == {None}  # no token configured: no credentials sent
+
+
+def test_submit_sends_the_token_from_the_environment(kfp_api) -> None:
+    """CI passes the endpoint's token as SIMREC_KFP_TOKEN (a repository secret), never as an argument."""
+    env = dict(os.environ, SIMREC_KFP_TOKEN="token-from-a-secret")
+    result = simrec("submit", "--host", kfp_api.url, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(kfp_api.runs) == 1
+    assert kfp_api.authorizations and set(kfp_api.authorizations) == {"Bearer token-from-a-secret"}
+    assert "token-from-a-secret" not in result.stdout + result.stderr
 
 
 def test_submit_schedule_creates_a_recurring_run(kfp_api) -> None:

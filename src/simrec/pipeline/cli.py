@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
@@ -102,12 +103,19 @@ def run_main(argv: list[str] | None = None) -> None:
         raise SystemExit(1)
 
 
+# A bearer token for the KFP endpoint (a Kubeflow ServiceAccount token, an OIDC id token): read from the
+# environment, never a flag, so it shows neither in process lists nor in CI logs.
+KFP_TOKEN_ENV = "SIMREC_KFP_TOKEN"
+
+
 def submit_main(argv: list[str] | None = None) -> None:
     import kfp
 
     parser = argparse.ArgumentParser(
         prog="simrec submit",
         description="Compile the pipeline and start it on a Kubeflow Pipelines endpoint.",
+        epilog=f"Authentication: a bearer token in ${KFP_TOKEN_ENV} is sent with every request; "
+        "without it, no credentials are sent.",
     )
     _common(parser, "full")
     parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
@@ -119,7 +127,7 @@ def submit_main(argv: list[str] | None = None) -> None:
     name = f"{PIPELINE_NAME}-{arguments['git_sha'][:12]}-{datetime.now():%Y%m%d-%H%M%S}"
     with tempfile.TemporaryDirectory() as tmp:
         package = str(compile_pipeline(config, Path(tmp) / "pipeline.yaml", args.components_dir))
-        client = kfp.Client(host=args.host)
+        client = kfp.Client(host=args.host, existing_token=os.environ.get(KFP_TOKEN_ENV) or None)
         experiment = client.create_experiment(name=args.experiment)
         if args.schedule:
             job = client.create_recurring_run(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kfp import compiler, components, dsl, kubernetes
 
 from simrec import paths
@@ -25,14 +26,21 @@ OBJECT_STORE_SECRET = "simrec-object-store"
 OBJECT_STORE_KEYS = {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
 MLFLOW_SECRET = "simrec-mlflow"
 MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
-# Ships with Spark's distribution (images/steps installs pyspark, which includes it).
+# Spark's GPU discovery script at the path Spark's distribution keeps it; the pyspark wheel lacks it, so
+# images/steps-gpu (the executors' image) puts one there.
 SPARK_GPU_DISCOVERY_SCRIPT = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
 
 
-def load_step(name: str, components_dir: Path) -> Callable[..., dsl.PipelineTask]:
+def load_step(name: str, components_dir: Path, image: str | None = None) -> Callable[..., dsl.PipelineTask]:
+    """The component in components/<name>/component.yaml; `image` replaces its image (the same program
+    in another build of its environment, e.g. the CUDA one for training on GPUs)."""
     path = components_dir / name / "component.yaml"
     try:
-        return components.load_component_from_file(str(path))
+        if image is None:
+            return components.load_component_from_file(str(path))
+        spec = yaml.safe_load(path.read_text())
+        spec["implementation"]["container"]["image"] = image
+        return components.load_component_from_text(yaml.safe_dump(spec, sort_keys=False))
     except FileNotFoundError as exc:
         raise InputError(f"{path}: component file not found") from exc
     except Exception as exc:  # kfp raises many types for malformed YAML; all mean the same to the user
@@ -91,7 +99,7 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
     components_dir = components_dir or paths.components_dir()
     ingest_op = load_step("ingest", components_dir)
     tune_op = load_step("tune", components_dir)
-    train_op = load_step("train", components_dir)
+    train_op = load_step("train", components_dir, image=config.train.image)
     evaluate_op = load_step("evaluate", components_dir)
     validate_op = load_step("validate", components_dir)
     register_op = load_step("register", components_dir)
