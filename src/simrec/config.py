@@ -223,10 +223,43 @@ class TuneConfig(_Section):
         return space_json(parse_space(space, "tune.space"))
 
 
+_DNS_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
+
+
+class KServeConfig(_Section):
+    """The cluster endpoint: a KServe InferenceService (Serverless mode) that deploy updates with a canary
+    (see simrec.serving.kserve and docs/serving.md)."""
+
+    namespace: str = Field("simrec", pattern=_DNS_LABEL)
+    name: str = Field("simrec", pattern=_DNS_LABEL, description="the InferenceService")
+    image: str | None = Field(None, description="serve image; null: simrec/serve:<project version>")
+    canary_percent: int = Field(
+        10, ge=1, le=100, description="traffic share of the new revision until promoted (100: no canary)"
+    )
+    promote: bool = Field(True, description="promote a healthy canary to 100%; false: leave the canary")
+    timeout_s: float = Field(900.0, gt=0, description="how long a new revision may take to become ready")
+    poll_s: float = Field(2.0, gt=0, description="how often deploy reads the InferenceService's status")
+    artifacts_destination: str | None = Field(
+        None,
+        description="where the MLflow server keeps proxied artifacts (its --artifacts-destination, e.g. "
+        "s3://bucket/mlflow): mlflow-artifacts:/ locations are read from there by KServe",
+    )
+    service_account: str | None = Field(
+        None, description="predictor's service account, e.g. one with the storage initializer's S3 keys"
+    )
+    token_secret: str = Field("simrec-serve", description="Secret whose key `token` is the bearer token")
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    resources: TaskResources = TaskResources(
+        cpu_request="1", cpu_limit="2", memory_request="2Gi", memory_limit="4Gi"
+    )
+
+
 class ServeConfig(_Section):
-    """Where deploy rolls the champion out to."""
+    """Where deploy rolls the champion out to: a local `simrec serve`, a server URL, or KServe."""
 
     server: str | None = Field(None, description="endpoint URL (token: SIMREC_SERVE_TOKEN); null: local")
+    kserve: KServeConfig | None = Field(None, description="a KServe InferenceService instead of a server")
     port: int = Field(8080, ge=1, le=65535, description="port of the local simrec serve")
     state_dir: str = Field(description="local server's folder: pid, port, token, log, packages")
 
@@ -234,6 +267,12 @@ class ServeConfig(_Section):
     @classmethod
     def _resolve(cls, location: str) -> str:
         return _absolute(location)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServeConfig:
+        if self.server and self.kserve:
+            raise ValueError("give serve.server or serve.kserve, not both")
+        return self
 
 
 STEP_NAMES = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")

@@ -33,10 +33,13 @@ class EmbeddingModel:
         self._model = tf.keras.models.load_model(self.path, compile=False)
         self.dim = int(self._model.output_shape[-1])
         # One traced graph for any batch size: far less per-call overhead than Model.__call__/predict.
+        # Called as its concrete function: the same graph without tf.function's per-call argument
+        # matching; on the 70k benchmark package ~20% less time per call of 1 or 8 images (in-process,
+        # interleaved, on a loaded machine).
         self._forward = tf.function(
             lambda images: self._model(images, training=False),
             input_signature=[tf.TensorSpec((None, *IMAGE_SIZE, 1), tf.float32)],
-        )
+        ).get_concrete_function()
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """[n, 28, 28] uint8 pixel values -> [n, dim] float32 unit vectors."""

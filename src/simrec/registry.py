@@ -10,6 +10,7 @@ import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from simrec.errors import InputError
 from simrec.files import folder_sha256
@@ -140,3 +141,34 @@ def package_folder(model_folder: Path) -> Path:
 def download_package(version: ModelVersion, dst: Path) -> Path:
     """Downloads the version into dst and returns the recommender package folder inside it."""
     return package_folder(download_model(version, dst))
+
+
+# What KServe's storage initializer downloads (besides pvc://, a volume already in the cluster).
+CLUSTER_SCHEMES = ("s3", "gs", "hdfs", "webhdfs", "http", "https", "pvc")
+
+
+def storage_uri(version: ModelVersion, artifacts_destination: str | None = None) -> str:
+    """Where the version's model folder is stored, as a URI a cluster can read (see cluster_uri)."""
+    return cluster_uri(
+        client().get_model_version_download_uri(version.name, version.version), artifacts_destination
+    )
+
+
+def cluster_uri(location: str, artifacts_destination: str | None = None) -> str:
+    """An MLflow artifact location as a URI KServe's storage initializer reads. A tracking server that
+    proxies artifacts hands out mlflow-artifacts:/PATH; the files are at PATH under the server's
+    --artifacts-destination (`artifacts_destination`). A local path is refused: no pod can read it."""
+    parsed = urlparse(location)
+    if parsed.scheme == "mlflow-artifacts":
+        if not artifacts_destination:
+            raise InputError(
+                f"{location} is proxied by the MLflow server: set serve.kserve.artifacts_destination to "
+                "its --artifacts-destination (e.g. s3://bucket/mlflow) so KServe can read it"
+            )
+        return f"{artifacts_destination.rstrip('/')}/{parsed.path.lstrip('/')}"
+    if parsed.scheme in CLUSTER_SCHEMES and (parsed.netloc or parsed.scheme == "pvc"):
+        return location
+    raise InputError(
+        f"KServe cannot read the model at {location}: register models in an artifact store the cluster "
+        f"reads ({', '.join(s + '://' for s in CLUSTER_SCHEMES)} or a proxying MLflow server)"
+    )

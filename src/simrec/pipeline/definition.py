@@ -215,7 +215,10 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         # A new version and alias moves on every run that reaches it; a cached register would skip them.
         register.set_caching_options(False)
 
-        where = {"server": config.serve.server} if config.serve.server else {}
+        where: dict[str, Any] = {"server": config.serve.server} if config.serve.server else {}
+        if config.serve.kserve:
+            # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
+            where["kserve"] = config.serve.kserve.model_dump(mode="json", exclude_none=True)  # KFP: no nulls
         deploy = deploy_op(
             registered=register.outputs["registered"],
             model_name=model_name,

@@ -2,7 +2,9 @@
 
 The server does the work (load beside the serving version, warm up, smoke queries, atomic switch); this
 module asks it over its admin API and reports the answer. When no server URL is given, a local server is
-started detached (it outlives this command) with its pid, port, token and log in a state folder."""
+started detached (it outlives this command) with its pid, port, token and log in a state folder.
+With --kserve (a cluster), the same intent is a canary rollout of a KServe InferenceService instead
+(simrec.steps.kserve_rollout)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from simrec.progress import report
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 MANUAL_ONLY = "by hand"  # flags the pipeline's component does not pass
+MODEL_BY_HAND = "simrec"  # the served model's name for --storage-uri (simrec serve's default)
 DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
 
 
@@ -136,6 +139,11 @@ def _server(args: argparse.Namespace) -> tuple[str, str | None]:
 
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", help=f"server URL (token from ${TOKEN_VARIABLE}); default: a local one")
+    parser.add_argument(
+        "--kserve",
+        metavar="JSON",
+        help="a cluster instead: the KServe InferenceService settings (serve.kserve) as a JSON object",
+    )
     parser.add_argument("--state-dir", type=Path, help="local server's state folder (default .simrec/serve)")
     parser.add_argument("--port", type=int, default=8080, help="port of the local server (default 8080)")
     parser.add_argument("--result-out", type=Path, help="write the server's answer (JSON) here too")
@@ -159,20 +167,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_flags(parser)
     by_hand = parser.add_argument_group(MANUAL_ONLY, "serve a package folder that is not registered")
     by_hand.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
-    by_hand.add_argument("--version", help="version label for --package")
+    by_hand.add_argument(
+        "--storage-uri", help="with --kserve: a model folder KServe reads (s3://...) instead of a reference"
+    )
+    by_hand.add_argument("--version", help="version label for --package or --storage-uri")
     return parser
 
 
 def deploy_main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if bool(args.ref) == bool(args.package):
-        parser.error("give either MODEL/VERSION or --package DIR --version LABEL")
-    if args.package:
-        if not args.version:
-            parser.error("--package needs --version")
-        package, version = args.package, args.version
-    else:
+    by_hand = args.package or args.storage_uri
+    if bool(args.ref) == bool(by_hand) or (args.package and args.storage_uri):
+        parser.error("give either MODEL/VERSION, --package DIR or --storage-uri URI (with --version LABEL)")
+    if by_hand and not args.version:
+        parser.error("--package and --storage-uri need --version")
+    if args.kserve and (args.server or args.package):
+        parser.error("--kserve rolls out to a cluster: no --server or --package with it")
+    if args.storage_uri and not args.kserve:
+        parser.error("--storage-uri is for --kserve")
+    if args.ref:
         from simrec import registry  # steps env, written with the register step; only needed here
 
         name, by_alias, alias = args.ref.partition("@")
@@ -180,14 +194,20 @@ def deploy_main(argv: list[str] | None = None) -> None:
             # The pipeline's first runs: nothing blessed yet (or a dry-run gate). Not a failure.
             _report({"outcome": "nothing to deploy", "reason": f"{name} has no {alias} yet"}, args.result_out)
             return
+        if args.registered:
+            print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
+    if args.kserve:
+        _deploy_to_kserve(args)
+        return
+    if args.package:
+        package, version = args.package, args.version
+    else:
         resolved = registry.resolve(args.ref)
         version = str(resolved.version)
         # One folder per version; the server reads a package only while it loads it.
         target = (args.state_dir or default_state_dir()) / "packages" / f"{resolved.name}-v{version}"
         shutil.rmtree(target, ignore_errors=True)
         package = registry.download_package(resolved, target)
-        if args.registered:
-            print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
     url, token = _server(args)
     answer = deploy(url, token, package, version) | {"server": url}
     _report(answer, args.result_out)
@@ -195,9 +215,51 @@ def deploy_main(argv: list[str] | None = None) -> None:
     report(f"{answer.get('outcome')}: {url} serves version {serving.get('version')}")
 
 
+def _deploy_to_kserve(args: argparse.Namespace) -> None:
+    from simrec.serving.kserve import ServedModel, render_inference_service
+    from simrec.steps import kserve_rollout
+
+    settings = kserve_rollout.settings_from_json(args.kserve)
+    if args.storage_uri:
+        model = ServedModel(MODEL_BY_HAND, args.version, args.storage_uri)
+    else:
+        from simrec import registry
+
+        resolved = registry.resolve(args.ref)
+        location = registry.storage_uri(resolved, settings.artifacts_destination)
+        model = ServedModel(resolved.name, str(resolved.version), location)
+    manifest = render_inference_service(kserve_rollout.endpoint(settings), model)
+    described = {"model": {"name": model.name, "version": model.version, "storage_uri": model.storage_uri}}
+    try:
+        answer = kserve_rollout.deploy(
+            kserve_rollout.InferenceServices(),
+            manifest,
+            canary_percent=settings.canary_percent,
+            promote=settings.promote,
+            timeout_s=settings.timeout_s,
+            poll_s=settings.poll_s,
+        )
+    except kserve_rollout.RolloutFailed as failed:
+        _report(failed.record | described, args.result_out)  # why, and what serves instead
+        raise
+    _report(answer | described, args.result_out)
+    where = answer["inference_service"]
+    report(f"{answer['outcome']}: {where} serves {model.name} version {model.version} ({answer['revision']})")
+
+
 def rollback_main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="simrec rollback", description=rollback.__doc__)
     _add_server_flags(parser)
     args = parser.parse_args(argv)
+    if args.kserve:
+        from simrec.steps import kserve_rollout
+
+        settings = kserve_rollout.settings_from_json(args.kserve)
+        services = kserve_rollout.InferenceServices()
+        answer = kserve_rollout.rollback(
+            services, settings.namespace, settings.name, timeout_s=settings.timeout_s, poll_s=settings.poll_s
+        )
+        _report(answer, args.result_out)
+        return
     url, token = _server(args)
     _report(rollback(url, token) | {"server": url}, args.result_out)

@@ -1,0 +1,148 @@
+"""The cluster form of the endpoint: a KServe InferenceService whose predictor is the serve image as a
+custom container. A plain function of its inputs (standard library only), so the deploy step, the tests
+and the Helm chart's agreement test all see the same manifest.
+
+How KServe runs it (serving.kserve.io/v1beta1, Serverless deployment mode):
+- A custom predictor takes its model through the `STORAGE_URI` variable of the container named
+  `kserve-container`: KServe's storage initializer (an init container) downloads that URI into
+  /mnt/models and the variable then reads /mnt/models. The URI is the registered MLflow model folder,
+  so the recommender package is at /mnt/models/artifacts/package (images/serve/Dockerfile).
+- Every change of the predictor's pod template is a new Knative revision. `canaryTrafficPercent` sends
+  that share of traffic to the latest ready revision and the rest to the last revision rolled out with
+  100%; removing it promotes the latest revision; 0 pins traffic back to the previous rolled-out one.
+  KServe honours it in Serverless mode only (RawDeployment silently ignores it), hence the annotation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from simrec.serving.cli import TOKEN_VARIABLE
+
+API_VERSION = "serving.kserve.io/v1beta1"
+GROUP, VERSION = API_VERSION.split("/")
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+CONTAINER_NAME = "kserve-container"  # the name KServe looks for (STORAGE_URI, probes, metrics)
+STORAGE_URI_VARIABLE = "STORAGE_URI"
+MODEL_MOUNT = "/mnt/models"
+PACKAGE_PATH = f"{MODEL_MOUNT}/artifacts/package"  # where the pyfunc folder keeps the package
+PORT = 8080
+DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"  # latest-/prev- URLs per revision
+MODEL_NAME_LABEL = "simrec.io/model-name"
+MODEL_VERSION_LABEL = "simrec.io/model-version"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes quantities of the predictor container."""
+
+    cpu_request: str = "1"
+    cpu_limit: str = "2"
+    memory_request: str = "2Gi"
+    memory_limit: str = "4Gi"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A registered model version and where its files are (a URI KServe's storage initializer reads)."""
+
+    name: str
+    version: str
+    storage_uri: str
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The InferenceService that serves the model: everything but the model version."""
+
+    name: str
+    namespace: str
+    image: str
+    token_secret: str = "simrec-serve"  # Secret with key `token`: the bearer token of the endpoint
+    token_key: str = "token"
+    service_account: str | None = None  # e.g. one carrying the S3 credentials the storage initializer uses
+    min_replicas: int = 1  # not 0: a cold start loads TensorFlow and the index
+    max_replicas: int | None = None
+    resources: Resources = Resources()
+
+
+def default_image(project_version: str) -> str:
+    return f"simrec/serve:{project_version}"
+
+
+def render_inference_service(
+    endpoint: Endpoint, model: ServedModel, canary_percent: int | None = None
+) -> dict[str, Any]:
+    """The InferenceService manifest serving `model`. canary_percent: the share of traffic the new
+    revision gets while the previous rolled-out revision keeps the rest (None: all of it once ready)."""
+    if canary_percent is not None and not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": endpoint.image,
+        # The image's entrypoint is `simrec`; the version label is what every answer names.
+        "args": [
+            "serve",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(PORT),
+            "--package",
+            PACKAGE_PATH,
+            "--model-name",
+            model.name,
+            "--version",
+            model.version,
+        ],
+        "env": [
+            {"name": STORAGE_URI_VARIABLE, "value": model.storage_uri},
+            {
+                "name": TOKEN_VARIABLE,
+                "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
+            },
+        ],
+        "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": {
+            "requests": {"cpu": endpoint.resources.cpu_request, "memory": endpoint.resources.memory_request},
+            "limits": {"cpu": endpoint.resources.cpu_limit, "memory": endpoint.resources.memory_limit},
+        },
+        # Ready once the package is loaded and its smoke queries passed; live as soon as it listens.
+        "readinessProbe": _probe("/v2/health/ready", initial_delay=5, period=5, failures=3),
+        "livenessProbe": _probe("/v2/health/live", initial_delay=30, period=10, failures=3),
+    }
+    predictor: dict[str, Any] = {"minReplicas": endpoint.min_replicas}
+    if endpoint.max_replicas is not None:
+        predictor["maxReplicas"] = endpoint.max_replicas
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
+    if endpoint.service_account:
+        predictor["serviceAccountName"] = endpoint.service_account
+    predictor["containers"] = [container]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": endpoint.name,
+            "namespace": endpoint.namespace,
+            "labels": {
+                "app.kubernetes.io/name": "simrec",
+                "app.kubernetes.io/component": "serve",
+                MODEL_NAME_LABEL: model.name,
+                MODEL_VERSION_LABEL: model.version,
+            },
+            "annotations": {DEPLOYMENT_MODE_ANNOTATION: "Serverless", TAG_ROUTING_ANNOTATION: "true"},
+        },
+        "spec": {"predictor": predictor},
+    }
+
+
+def _probe(path: str, *, initial_delay: int, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT, "scheme": "HTTP"},
+        "initialDelaySeconds": initial_delay,
+        "periodSeconds": period,
+        "failureThreshold": failures,
+    }

@@ -1,0 +1,382 @@
+"""The cluster deploy path: the rendered InferenceService, and the canary rollout / rollback against a
+stand-in Kubernetes API with a simulated KServe controller (kserve_stub.py) on a loopback port, reached
+through the real `kubernetes` client and a kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kserve_stub import KubeStub
+
+from simrec.config import ConfigError, KServeConfig, load_config
+from simrec.errors import InputError
+from simrec.registry import cluster_uri
+from simrec.serving import kserve
+from simrec.serving.kserve import Endpoint, Resources, ServedModel, render_inference_service
+from simrec.steps import kserve_rollout
+from simrec.steps.kserve_rollout import InferenceServices, RolloutFailed
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = str(ROOT / "src")
+ENDPOINT = Endpoint(
+    name="simrec",
+    namespace="serving",
+    image="registry.example/simrec/serve:0.1.0",
+    service_account="simrec-serve",
+    max_replicas=3,
+    resources=Resources(cpu_request="500m", cpu_limit="2", memory_request="1Gi", memory_limit="3Gi"),
+)
+FAST = {"timeout_s": 5.0, "poll_s": 0.01}
+
+
+def model(version: str, where: str = "ok") -> ServedModel:
+    return ServedModel("simrec", version, f"s3://mlflow/1/models/m-{version}-{where}/artifacts")
+
+
+def manifest(version: str, where: str = "ok") -> dict[str, Any]:
+    return render_inference_service(ENDPOINT, model(version, where))
+
+
+# -- the manifest ---------------------------------------------------------------------------------------
+
+
+def test_manifest_serves_the_model_from_its_storage_uri_with_the_token_secret():
+    isvc = render_inference_service(ENDPOINT, model("3"), canary_percent=10)
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert isvc["metadata"]["name"] == "simrec" and isvc["metadata"]["namespace"] == "serving"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert isvc["metadata"]["labels"]["simrec.io/model-version"] == "3"
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 10
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
+    assert predictor["serviceAccountName"] == "simrec-serve"
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"  # the container KServe gives STORAGE_URI's files
+    assert container["image"] == ENDPOINT.image
+    args = container["args"]
+    assert args[0] == "serve" and args[args.index("--package") + 1] == "/mnt/models/artifacts/package"
+    assert args[args.index("--version") + 1] == "3" and args[args.index("--model-name") + 1] == "simrec"
+    assert args[args.index("--port") + 1] == "8080" and args[args.index("--host") + 1] == "0.0.0.0"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STORAGE_URI"]["value"] == "s3://mlflow/1/models/m-3-ok/artifacts"
+    secret = env["SIMREC_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "simrec-serve", "key": "token"}
+    assert container["ports"] == [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {
+        "path": "/v2/health/ready",
+        "port": 8080,
+        "scheme": "HTTP",
+    }
+    assert container["livenessProbe"]["httpGet"] == {
+        "path": "/v2/health/live",
+        "port": 8080,
+        "scheme": "HTTP",
+    }
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "3Gi"},
+    }
+    # plain data, the same every time, optional parts left out when unset
+    assert json.loads(json.dumps(isvc)) == isvc == render_inference_service(ENDPOINT, model("3"), 10)
+    bare = render_inference_service(Endpoint("simrec", "serving", "img"), model("3"))["spec"]["predictor"]
+    assert not {"canaryTrafficPercent", "maxReplicas", "serviceAccountName"} & set(bare)
+    with pytest.raises(ValueError, match="canary_percent"):
+        render_inference_service(ENDPOINT, model("3"), canary_percent=101)
+
+
+# KServe's ComponentExtensionSpec (pkg/apis/serving/v1beta1/component.go): the predictor's fields besides
+# the pod spec's and the model implementations'.
+COMPONENT_EXTENSION = {
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+}
+
+
+def _check_fields(data: Any, type_name: str, where: str) -> None:
+    """Every key is a field of the Kubernetes type (the client's models hold the API's schema)."""
+    from kubernetes import client
+
+    if type_name.startswith("list["):
+        for i, item in enumerate(data):
+            _check_fields(item, type_name[5:-1], f"{where}[{i}]")
+        return
+    if type_name.startswith("dict(") or type_name in {"str", "int", "bool", "float", "object"}:
+        return
+    cls = getattr(client, type_name)
+    by_json = {json_name: attr for attr, json_name in cls.attribute_map.items()}
+    for key, value in data.items():
+        assert key in by_json, f"{where}.{key} is not a field of {type_name}"
+        _check_fields(value, cls.openapi_types[by_json[key]], f"{where}.{key}")
+
+
+def test_manifest_fields_are_inferenceservice_fields():
+    isvc = render_inference_service(ENDPOINT, model("3"), canary_percent=10)
+    assert set(isvc) == {"apiVersion", "kind", "metadata", "spec"}
+    _check_fields(isvc["metadata"], "V1ObjectMeta", "metadata")
+    assert set(isvc["spec"]) == {"predictor"}
+    predictor = isvc["spec"]["predictor"]
+    from kubernetes.client import V1PodSpec
+
+    pod_fields = set(V1PodSpec.attribute_map.values())
+    for key, value in predictor.items():
+        assert key in pod_fields | COMPONENT_EXTENSION, f"spec.predictor.{key}"
+        if key in pod_fields:
+            _check_fields(value, V1PodSpec.openapi_types[_attr(V1PodSpec, key)], f"spec.predictor.{key}")
+    # the checker can fail
+    with pytest.raises(AssertionError, match="readinesProbe"):
+        _check_fields({"readinesProbe": {}}, "V1Container", "container")
+
+
+def _attr(cls: Any, json_name: str) -> str:
+    return next(attr for attr, name in cls.attribute_map.items() if name == json_name)
+
+
+def test_default_image_is_the_project_version_and_runs_the_package_kserve_downloads():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert kserve_rollout.endpoint(KServeConfig()).image == f"simrec/serve:{version}"
+    dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
+    assert f'"--package", "{kserve.PACKAGE_PATH}"' in dockerfile  # the image's own default agrees
+    assert re.search(r'ENTRYPOINT \["simrec"\]', dockerfile)
+
+
+def test_cluster_uri_maps_proxied_artifacts_and_refuses_local_paths():
+    assert cluster_uri("s3://b/1/models/m-1/artifacts") == "s3://b/1/models/m-1/artifacts"
+    proxied = "mlflow-artifacts:/1/models/m-1/artifacts"
+    assert cluster_uri(proxied, "s3://simrec/mlflow/") == "s3://simrec/mlflow/1/models/m-1/artifacts"
+    assert cluster_uri("mlflow-artifacts://mlflow:5000/1/x", "gs://a") == "gs://a/1/x"
+    with pytest.raises(InputError, match="artifacts_destination"):
+        cluster_uri(proxied)
+    with pytest.raises(InputError, match="KServe cannot read"):
+        cluster_uri("/home/me/.simrec/mlflow-artifacts/1/models/m-1/artifacts")
+    with pytest.raises(InputError, match="KServe cannot read"):
+        cluster_uri("file:///tmp/model")
+
+
+def test_storage_uri_of_a_registered_version(tracking):
+    from simrec import registry
+    from simrec.mlflow_tracking import client
+
+    mlflow = client()
+    mlflow.create_registered_model("simrec")
+    version = mlflow.create_model_version("simrec", "s3://bucket/1/models/m-abc/artifacts")
+    assert registry.storage_uri(registry.resolve(f"simrec/{version.version}")) == (
+        "s3://bucket/1/models/m-abc/artifacts"
+    )
+
+
+def test_configuration_validates_the_kserve_section():
+    full = load_config("full").serve
+    assert full.server is None and full.kserve is not None and 1 <= full.kserve.canary_percent <= 100
+    both = {"SIMREC__SERVE__SERVER": "http://x", "SIMREC__SERVE__KSERVE": "{name: simrec}"}
+    with pytest.raises(ConfigError, match="not both"):
+        load_config("embedded", environ=both)
+    with pytest.raises(ConfigError, match="canary_percent"):
+        load_config("full", environ={"SIMREC__SERVE__KSERVE__CANARY_PERCENT": "0"})
+    with pytest.raises(InputError, match="--kserve: not JSON"):
+        kserve_rollout.settings_from_json("{name")
+    with pytest.raises(InputError, match="namespace"):
+        kserve_rollout.settings_from_json('{"namespace": "Not_A_Label"}')
+
+
+# -- rollout against the stand-in API --------------------------------------------------------------------
+
+
+@pytest.fixture
+def stub(tmp_path, monkeypatch):
+    api = KubeStub()
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(api.kubeconfig()))
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: the kubeconfig
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def services(stub) -> InferenceServices:
+    return InferenceServices()
+
+
+def deploy(services: InferenceServices, version: str, where: str = "ok", **options: Any) -> dict[str, Any]:
+    return kserve_rollout.deploy(services, manifest(version, where), canary_percent=10, **(FAST | options))
+
+
+def predictor_status(stub: KubeStub) -> dict[str, Any]:
+    return stub.objects["serving", "simrec"]["status"]["components"]["predictor"]
+
+
+def traffic(stub: KubeStub) -> dict[str, int]:
+    return {t["revisionName"]: t["percent"] for t in predictor_status(stub)["traffic"] if t["percent"]}
+
+
+REV1, REV2, REV3 = (f"simrec-predictor-{n:05d}" for n in (1, 2, 3))
+
+
+def test_create_then_canary_then_promote(stub, services):
+    first = deploy(services, "1")
+    assert first["outcome"] == "serving" and first["revision"] == REV1
+    (create,) = stub.writes()
+    assert create["method"] == "POST" and create["path"].endswith("/namespaces/serving/inferenceservices")
+    # nothing rolled out before: KServe would give the first revision all traffic anyway
+    assert "canaryTrafficPercent" not in create["body"]["spec"]["predictor"]
+
+    second = deploy(services, "2")
+    assert second["outcome"] == "serving" and second["revision"] == REV2
+    assert second["previous_revision"] == REV1
+    update, canary, promote = stub.writes()[1:]
+    # the new revision starts with no traffic, gets its share once Ready, then all of it
+    assert update["method"] == "PUT" and update["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert update["body"]["metadata"]["labels"]["simrec.io/model-version"] == "2"
+    assert update["body"]["metadata"]["resourceVersion"]  # optimistic concurrency
+    for patch in (canary, promote):
+        assert patch["method"] == "PATCH" and patch["content_type"] == "application/merge-patch+json"
+    assert canary["body"] == {"spec": {"predictor": {"canaryTrafficPercent": 10}}}
+    assert promote["body"] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    status = predictor_status(stub)
+    assert (status["latestRolledoutRevision"], status["previousRolledoutRevision"]) == (REV2, REV1)
+    assert traffic(stub) == {REV2: 100}
+
+
+def test_canary_left_in_place_when_not_promoting(stub, services):
+    deploy(services, "1")
+    answer = deploy(services, "2", promote=False)
+    assert answer["outcome"] == "canary" and answer["canary_percent"] == 10
+    assert answer["stable_revision"] == REV1 and answer["status"]["traffic"] == {REV1: 90, REV2: 10}
+    assert [w["method"] for w in stub.writes()] == ["POST", "PUT", "PATCH"]
+
+
+def test_failed_revision_is_rolled_back_and_the_old_one_keeps_serving(stub, services):
+    deploy(services, "1")
+    with pytest.raises(RolloutFailed) as refused:
+        deploy(services, "2", "fails")
+    message = str(refused.value)
+    assert f"revision {REV2} failed" in message and "RevisionFailed" in message
+    assert f"rolled back: {REV1} serves all traffic" in message
+    record = refused.value.record
+    assert record["outcome"] == "refused" and record["rollback"]["serving"] == REV1
+    assert stub.writes()[-1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    assert traffic(stub) == {REV1: 100} and predictor_status(stub)["latestRolledoutRevision"] == REV1
+
+    # the next good version rolls out over the refused one
+    third = deploy(services, "3")
+    assert third["revision"] == REV3 and third["previous_revision"] == REV1
+    assert traffic(stub) == {REV3: 100}
+
+
+def test_revision_never_ready_is_rolled_back_at_the_timeout(stub, services):
+    deploy(services, "1")
+    with pytest.raises(RolloutFailed, match=r"not Ready with its traffic within 0.3 s") as refused:
+        deploy(services, "2", "hangs", timeout_s=0.3)
+    assert refused.value.record["rollback"] == {"canaryTrafficPercent": 0, "serving": REV1}
+    assert traffic(stub) == {REV1: 100}
+    assert predictor_status(stub)["latestCreatedRevision"] == REV2  # still there, with no traffic
+
+
+def test_first_version_failing_has_nothing_to_roll_back_to(stub, services):
+    with pytest.raises(RolloutFailed, match="nothing served before") as refused:
+        deploy(services, "1", "fails")
+    assert refused.value.record["outcome"] == "refused"
+    assert [w["method"] for w in stub.writes()] == ["POST"]
+
+
+def test_rollback_by_hand_then_deploying_the_same_version_again(stub, services):
+    deploy(services, "1")
+    deploy(services, "2")
+    back = kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+    assert back["outcome"] == "rolled back" and (back["revision"], back["from_revision"]) == (REV1, REV2)
+    assert traffic(stub) == {REV1: 100} and predictor_status(stub)["latestRolledoutRevision"] == REV1
+    again = kserve_rollout.rollback(services, "serving", "simrec", **FAST)  # idempotent
+    assert again["revision"] == REV1 and traffic(stub) == {REV1: 100}
+
+    # the pipeline deploys the same champion again: no new revision, no canary, it takes all traffic
+    writes = len(stub.writes())
+    redeploy = deploy(services, "2")
+    assert redeploy["revision"] == REV2 and traffic(stub) == {REV2: 100}
+    (update,) = stub.writes()[writes:]
+    assert "canaryTrafficPercent" not in update["body"]["spec"]["predictor"]
+
+
+def test_rollback_cannot_step_past_a_refused_revision(stub, services):
+    deploy(services, "1")
+    deploy(services, "2")
+    with pytest.raises(RolloutFailed):
+        deploy(services, "3", "fails")
+    with pytest.raises(InputError, match=f"latest revision {REV3} failed .* {REV2} serves"):
+        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+    assert traffic(stub) == {REV2: 100}
+
+
+def test_rollback_with_nothing_before(stub, services):
+    with pytest.raises(InputError, match="no InferenceService serving/simrec"):
+        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+    deploy(services, "1")
+    with pytest.raises(InputError, match="nothing to roll back to"):
+        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+
+
+def test_api_errors_are_one_clear_line(stub, services):
+    stub.token = "another"
+    with pytest.raises(InputError, match="answered 401: Unauthorized"):
+        deploy(services, "1")
+
+
+# -- the commands ------------------------------------------------------------------------------------------
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "simrec", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_deploy_and_rollback_commands(stub, tmp_path):
+    env = os.environ | {"PYTHONPATH": SRC}
+    settings = json.dumps({"namespace": "serving", "name": "simrec", "canary_percent": 25, **FAST})
+    result = tmp_path / "result.json"
+
+    def deploy_cli(version: str, where: str) -> subprocess.CompletedProcess:
+        uri = f"s3://mlflow/1/models/m-{version}-{where}/artifacts"
+        flags = ["--storage-uri", uri, "--version", version, "--result-out", str(result)]
+        return run("deploy", "--kserve", settings, *flags, env=env)
+
+    for version in ("1", "2"):
+        done = deploy_cli(version, "ok")
+        assert done.returncode == 0, done.stderr[-2000:]
+    answer = json.loads(result.read_text())
+    assert answer["outcome"] == "serving" and answer["model"]["version"] == "2"
+    assert stub.writes()[2]["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 25
+
+    back = run("rollback", "--kserve", settings, "--result-out", str(result), env=env)
+    assert back.returncode == 0, back.stderr[-2000:]
+    assert json.loads(result.read_text())["revision"] == REV1 and traffic(stub) == {REV1: 100}
+
+    seen = len(stub.traffic_history)
+    refused = deploy_cli("3", "fails")
+    assert refused.returncode != 0
+    assert f"simrec deploy: error: serving/simrec: revision {REV3} failed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    record = json.loads(result.read_text())  # why, recorded
+    assert record["outcome"] == "refused" and record["rollback"]["serving"] == REV1
+    # the version rolled back by hand (2) got no traffic while 3 was tried
+    assert not [t for t in stub.traffic_history[seen:] if REV2 in t] and traffic(stub) == {REV1: 100}
+
+    wrong = run("deploy", "--kserve", settings, "--package", str(tmp_path), "--version", "1", env=env)
+    assert wrong.returncode == 2 and "no --server or --package" in wrong.stderr
