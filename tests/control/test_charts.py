@@ -16,18 +16,23 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from helm_charts import (
+    CHARTS,
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    ROOT,
+    by_kind,
+    helm_program,
+    one,
+    render,
+    values_args,
+)
 
 from simrec.config import load_config
 from simrec.pipeline import definition
 from simrec.serving.cli import build_parser as serve_parser
 
-ROOT = Path(__file__).resolve().parents[2]
-CHARTS = ROOT / "charts"
 SCHEMAS = Path(__file__).parent / "schemas"
-# A Kubernetes release that KServe and Argo CD support and kubernetes-validate ships strict schemas for;
-# helm renders for the same version (--kube-version), so the charts' kubeVersion constraint is checked too.
-KUBERNETES_VERSION = "1.33.0"
-NAMESPACE = "simrec"
 RENDERS = [
     ("simrec", None),
     ("simrec", "values-example.yaml"),
@@ -43,42 +48,12 @@ EXECUTOR_TEMPLATE_KEY = "executor-pod-template.yaml"
 
 @pytest.fixture(scope="module")
 def helm() -> Path:
-    located = subprocess.run(
-        [str(ROOT / "scripts" / "setup-helm"), "--path"], capture_output=True, text=True, check=True
-    )
-    program = Path(located.stdout.strip())
-    if not program.is_file():
-        pytest.skip(f"helm is not built ({program}); run scripts/setup-helm (scripts/setup does)")
-    return program
-
-
-def _values_args(chart: str, values: str | None) -> list[str]:
-    return ["--values", str(CHARTS / chart / values)] if values else []
-
-
-def render(helm: Path, chart: str, values: str | None = None, *sets: str) -> list[dict[str, Any]]:
-    command = [str(helm), "template", chart, str(CHARTS / chart), "--namespace", NAMESPACE]
-    command += ["--kube-version", KUBERNETES_VERSION, *_values_args(chart, values)]
-    for assignment in sets:
-        command += ["--set", assignment]
-    result = subprocess.run(command, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return helm_program()
 
 
 @pytest.fixture(scope="module")
 def rendered(helm) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
     return {(chart, values): render(helm, chart, values) for chart, values in RENDERS}
-
-
-def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == kind]
-
-
-def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [doc for doc in by_kind(docs, kind) if name is None or doc["metadata"]["name"] == name]
-    assert len(found) == 1, f"{len(found)} {kind} {name or ''} rendered"
-    return found[0]
 
 
 def crd_schema(doc: dict[str, Any]) -> dict[str, Any] | None:
@@ -122,7 +97,7 @@ def validate(doc: dict[str, Any]) -> None:
 @pytest.mark.parametrize(("chart", "values"), RENDERS)
 def test_helm_lint_is_clean(helm, chart, values) -> None:
     command = [str(helm), "lint", "--strict", str(CHARTS / chart), "--namespace", NAMESPACE]
-    result = subprocess.run(command + _values_args(chart, values), capture_output=True, text=True)
+    result = subprocess.run(command + values_args(chart, values), capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
