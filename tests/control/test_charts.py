@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,9 @@ def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) 
         json.loads(line.removeprefix("CMD ")) for line in dockerfile.splitlines() if line.startswith("CMD ")
     ]
     assert cmd[cmd.index("--package") + 1] == args.package
+    # runAsNonRoot needs a numeric user: the one the image creates
+    (uid,) = re.findall(r"useradd .*--uid (\d+)", dockerfile)
+    assert container["securityContext"]["runAsUser"] == int(uid)
     # KServe's storage initializer reads the model with the object store's Secret, through this account
     account = one(rendered[("simrec-serving", "values-example.yaml")], "ServiceAccount")
     assert account["metadata"]["name"] == predictor["serviceAccountName"]
