@@ -180,7 +180,9 @@ def client_env(server, monkeypatch) -> None:
 def test_the_chart_server_guards_its_door(server) -> None:
     # generous timeouts: every authenticated request checks a salted password hash, slow on a busy machine
     search = f"{server.url}/api/2.0/mlflow/experiments/search?max_results=1"
-    assert requests.get(f"{server.url}/health", timeout=60).status_code == 200  # the probes need no login
+    # the kubelet's probes carry no login and the pod's IP as Host
+    probe = requests.get(f"{server.url}/health", headers={"Host": "10.1.2.3:5000"}, timeout=60)
+    assert probe.status_code == 200
     assert requests.get(search, timeout=60).status_code == 401
     assert requests.get(search, auth=(USER, PASSWORD), timeout=60).status_code == 200
     # the Service name the pipeline uses is an allowed Host; anything else is refused (DNS rebinding)
