@@ -44,3 +44,25 @@ def tracking(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("SIMREC_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "mlflow-artifacts"))
     mlflow.set_tracking_uri(uri)
     return uri
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory) -> list[tuple[Path, Path, str]]:
+    """Three different models, each (validated pyfunc folder, validation record, model_id), made by the
+    serve environment's step; made once for the register and the PostgreSQL registry tests (read only)."""
+    import json
+
+    from packages import build_package
+    from registry_helpers import run_validate
+
+    from simrec.recommender import MANIFEST_FILE
+
+    root = tmp_path_factory.mktemp("register")
+    made = []
+    for seed in range(3):
+        package = build_package(root / f"package-{seed}", count=60, seed=seed)
+        result = run_validate(package, root / f"validate-{seed}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        model_id = json.loads((package / MANIFEST_FILE).read_text())["model_id"]
+        made.append((root / f"validate-{seed}" / "model", root / f"validate-{seed}" / "validation", model_id))
+    return made

@@ -22,21 +22,6 @@ from simrec.steps import register as register_step
 from simrec.steps.register import Gate, promotion, read_evaluation, read_validation
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> list[tuple[Path, Path, str]]:
-    """Three different models, each (validated pyfunc folder, validation record, model_id), made by the
-    serve environment's step."""
-    root = tmp_path_factory.mktemp("register")
-    made = []
-    for seed in range(3):
-        package = build_package(root / f"package-{seed}", count=60, seed=seed)
-        result = run_validate(package, root / f"validate-{seed}")
-        assert result.returncode == 0, result.stderr[-2000:]
-        model_id = json.loads((package / MANIFEST_FILE).read_text())["model_id"]
-        made.append((root / f"validate-{seed}" / "model", root / f"validate-{seed}" / "validation", model_id))
-    return made
-
-
 @pytest.fixture
 def validated(models) -> tuple[Path, Path, str]:
     return models[0]

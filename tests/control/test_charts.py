@@ -1,0 +1,289 @@
+"""charts/: `helm lint` and `helm template` with the default and the example values; every rendered core
+object valid against Kubernetes' own schema in strict mode (unknown fields refused); the InferenceService and
+the Argo CD Application against their CRDs' structure; and the names, paths and ports the compiled pipeline
+and the serve image rely on. helm comes from scripts/setup-helm (built from tools/helm)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_charts import (
+    CHARTS,
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    ROOT,
+    by_kind,
+    helm_program,
+    one,
+    render,
+    values_args,
+)
+
+from simrec.config import load_config
+from simrec.pipeline import definition
+from simrec.serving.cli import build_parser as serve_parser
+
+SCHEMAS = Path(__file__).parent / "schemas"
+RENDERS = [
+    ("simrec", None),
+    ("simrec", "values-example.yaml"),
+    ("simrec-serving", None),
+    ("simrec-serving", "values-example.yaml"),
+]
+CRD_SCHEMAS = {
+    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice-v1beta1.json",
+    ("argoproj.io/v1alpha1", "Application"): "argocd-application-v1alpha1.json",
+}
+EXECUTOR_TEMPLATE_KEY = "executor-pod-template.yaml"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return helm_program()
+
+
+@pytest.fixture(scope="module")
+def rendered(helm) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
+    return {(chart, values): render(helm, chart, values) for chart, values in RENDERS}
+
+
+def crd_schema(doc: dict[str, Any]) -> dict[str, Any] | None:
+    name = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
+    return json.loads((SCHEMAS / name).read_text()) if name else None
+
+
+def pod_of(spec: dict[str, Any], name: str) -> dict[str, Any]:
+    """A Pod with a workload's pod-level fields, for Kubernetes' own schema to check."""
+    pod_fields = {
+        "containers",
+        "serviceAccountName",
+        "nodeSelector",
+        "tolerations",
+        "volumes",
+        "securityContext",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {key: value for key, value in spec.items() if key in pod_fields},
+    }
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raises when the object is not valid: core objects against Kubernetes' schema (strict), custom
+    resources against their CRD's structure, and the Kubernetes types inside them against Kubernetes'."""
+    schema = crd_schema(doc)
+    if schema is None:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        return
+    jsonschema.validate(doc, schema)
+    if doc["kind"] == "InferenceService":
+        predictor = doc["spec"]["predictor"]
+        kubernetes_validate.validate(
+            pod_of(predictor, doc["metadata"]["name"]), KUBERNETES_VERSION, strict=True
+        )
+
+
+@pytest.mark.parametrize(("chart", "values"), RENDERS)
+def test_helm_lint_is_clean(helm, chart, values) -> None:
+    command = [str(helm), "lint", "--strict", str(CHARTS / chart), "--namespace", NAMESPACE]
+    result = subprocess.run(command + values_args(chart, values), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(("chart", "values"), RENDERS)
+def test_every_rendered_object_is_valid(rendered, chart, values) -> None:
+    docs = rendered[(chart, values)]
+    assert docs
+    for doc in docs:
+        validate(doc)
+        if doc["kind"] == "ConfigMap" and EXECUTOR_TEMPLATE_KEY in doc["data"]:
+            # Spark reads this pod as written: it must be a valid Pod too
+            kubernetes_validate.validate(
+                yaml.safe_load(doc["data"][EXECUTOR_TEMPLATE_KEY]), KUBERNETES_VERSION, True
+            )
+
+
+def test_the_validators_refuse_what_a_cluster_would(rendered) -> None:
+    """The checks above can fail: an unknown field in a core object or in the InferenceService's predictor,
+    a wrong type, or a bad container inside the InferenceService are each refused."""
+    deployment = copy.deepcopy(one(rendered[("simrec", None)], "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    typo, wrong_type, bad_container = (copy.deepcopy(isvc) for _ in range(3))
+    typo["spec"]["predictor"]["canaryTraficPercent"] = 10
+    wrong_type["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    bad_container["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "http"
+    for broken in (deployment, typo, wrong_type, bad_container):
+        with pytest.raises((kubernetes_validate.ValidationError, jsonschema.ValidationError)):
+            validate(broken)
+
+
+def test_the_argocd_application_is_valid_and_points_at_the_serving_chart(rendered) -> None:
+    application = yaml.safe_load((ROOT / "deploy" / "argocd" / "simrec-serving.yaml").read_text())
+    validate(application)
+    source = application["spec"]["source"]
+    assert (ROOT / source["path"] / "Chart.yaml").is_file()
+    assert application["spec"]["destination"]["namespace"] == NAMESPACE
+    # what Argo CD leaves to the pipeline is the InferenceService this chart renders
+    isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    (ignored,) = application["spec"]["ignoreDifferences"]
+    assert (ignored["group"], ignored["kind"], ignored["name"]) == (
+        "serving.kserve.io",
+        "InferenceService",
+        isvc["metadata"]["name"],
+    )
+    assert "RespectIgnoreDifferences=true" in application["spec"]["syncPolicy"]["syncOptions"]
+
+
+def test_the_application_values_render(helm, tmp_path) -> None:
+    application = yaml.safe_load((ROOT / "deploy" / "argocd" / "simrec-serving.yaml").read_text())
+    values = tmp_path / "application-values.yaml"
+    values.write_text(yaml.safe_dump(application["spec"]["source"]["helm"]["valuesObject"]))
+    docs = render(helm, "simrec-serving", str(values))  # an absolute path stays itself under CHARTS
+    for doc in docs:
+        validate(doc)
+    assert by_kind(docs, "InferenceService")
+
+
+def test_secrets_and_claims_are_the_ones_the_pipeline_uses(rendered) -> None:
+    full = load_config("full", environ={})
+    docs = rendered[("simrec", "values-example.yaml")]
+    secrets = {
+        doc["metadata"]["name"]: set(doc["stringData"])
+        for doc in by_kind(docs, "Secret")
+        if "stringData" in doc
+    }
+    assert secrets[definition.OBJECT_STORE_SECRET] == set(definition.OBJECT_STORE_KEYS)
+    assert secrets[definition.MLFLOW_SECRET] == set(definition.MLFLOW_KEYS)
+    claims = {
+        doc["metadata"]["name"]: doc["spec"]["accessModes"] for doc in by_kind(docs, "PersistentVolumeClaim")
+    }
+    assert claims[full.train.checkpoint_pvc] == ["ReadWriteOnce"]
+    assert ["ReadWriteMany"] in claims.values()  # the executors' shared checkpoints (multi-node)
+    # With no credentials in the values, no Secret holding them is made: they are expected to exist.
+    defaults = rendered[("simrec", None)]
+    made = {doc["metadata"]["name"] for doc in by_kind(defaults, "Secret")}
+    assert not made & {definition.OBJECT_STORE_SECRET, definition.MLFLOW_SECRET}
+
+
+def test_mlflow_is_where_the_pipeline_looks_and_serves_artifacts(rendered) -> None:
+    tracking = urlparse(load_config("full", environ={}).storage.mlflow_tracking_uri)
+    for values in (None, "values-example.yaml"):
+        docs = rendered[("simrec", values)]
+        service = one(docs, "Service", "mlflow")
+        assert f"{service['metadata']['name']}.{NAMESPACE}.svc" == tracking.hostname
+        assert service["spec"]["ports"][0]["port"] == tracking.port
+        container = one(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        assert "--serve-artifacts" in args
+        assert any(arg.startswith("--artifacts-destination=s3://") for arg in args)
+        (hosts,) = [
+            arg.removeprefix("--allowed-hosts=").split(",")
+            for arg in args
+            if arg.startswith("--allowed-hosts=")
+        ]
+        assert f"{tracking.hostname}:*" in hosts  # else MLflow answers the pipeline's requests with 403
+        env = {item["name"]: item for item in container["env"]}
+        assert "secretKeyRef" in env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]  # never in the pod spec
+        assert (
+            env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == definition.MLFLOW_SECRET
+        )
+        assert "--app-name=basic-auth" in args
+    example = rendered[("simrec", "values-example.yaml")]
+    args = one(example, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allowed-hosts=" in " ".join(args) and "mlflow.ml.example.com" in " ".join(args)
+
+
+def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) -> None:
+    isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # conf/full's serve.server is the cluster-local address KServe gives this name in this namespace
+    assert (
+        urlparse(load_config("full", environ={}).serve.server).hostname
+        == f"{isvc['metadata']['name']}.{NAMESPACE}.svc"
+    )
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["canaryTrafficPercent"] == 20
+    (container,) = predictor["containers"]
+    assert container["name"] == "kserve-container"
+    assert container["image"] == "registry.example.com/simrec/serve:0.1.0"
+    env = {item["name"]: item for item in container["env"]}
+    assert env["STORAGE_URI"]["value"].startswith("s3://")
+    assert env["SIMREC_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "simrec-serve", "key": "token"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    # the arguments are the serve command's, and the package path is the one the serve image's CMD names
+    assert container["args"][0] == "serve"
+    args = serve_parser().parse_args(container["args"][1:])
+    assert (args.port, args.model_name, args.version) == (8080, "simrec", "7")
+    dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
+    (cmd,) = [
+        json.loads(line.removeprefix("CMD ")) for line in dockerfile.splitlines() if line.startswith("CMD ")
+    ]
+    assert cmd[cmd.index("--package") + 1] == args.package
+    # runAsNonRoot needs a numeric user: the one the image creates
+    (uid,) = re.findall(r"useradd .*--uid (\d+)", dockerfile)
+    assert container["securityContext"]["runAsUser"] == int(uid)
+    # KServe's storage initializer reads the model with the object store's Secret, through this account
+    account = one(rendered[("simrec-serving", "values-example.yaml")], "ServiceAccount")
+    assert account["metadata"]["name"] == predictor["serviceAccountName"]
+    assert account["secrets"] == [{"name": definition.OBJECT_STORE_SECRET}]
+
+
+def test_no_model_no_inference_service_and_no_canary_unless_asked(rendered, helm) -> None:
+    assert not by_kind(rendered[("simrec-serving", None)], "InferenceService")
+    isvc = one(render(helm, "simrec-serving", None, "model.storageUri=s3://b/m"), "InferenceService")
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    rollback = one(
+        render(helm, "simrec-serving", None, "model.storageUri=s3://b/m", "canaryTrafficPercent=0"),
+        "InferenceService",
+    )
+    assert rollback["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_the_executor_template_complements_the_pipelines_spark_conf(rendered) -> None:
+    """Multi-node training: the executor pod template adds what spark_conf() cannot say and repeats none of
+    its volumes (a volume named twice makes Spark's executor pods invalid)."""
+    assert not by_kind(rendered[("simrec", None)], "ConfigMap")  # single-node stays the default
+    docs = rendered[("simrec", "values-example.yaml")]
+    template = yaml.safe_load(
+        one(docs, "ConfigMap", "simrec-spark-executor-template")["data"][EXECUTOR_TEMPLATE_KEY]
+    )
+    full = load_config(
+        "full",
+        environ={
+            "SIMREC__SPARK__MASTER": "k8s://https://kubernetes.default.svc",
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_IMAGE": "registry.example.com/simrec/steps-gpu:0.1.0",
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_INSTANCES": "3",  # the example: 3 nodes, 1 GPU each
+            "SIMREC__TRAIN__WORKERS": "3",
+            "SIMREC__SPARK__KUBERNETES__EXECUTOR_GPUS": "1",
+            "SIMREC__SPARK__KUBERNETES__CHECKPOINT_PVC": "simrec-checkpoints-rwx",
+        },
+    )
+    conf = definition.spark_conf(full)
+    (container,) = template["spec"]["containers"]
+    assert container["image"] == conf["spark.kubernetes.container.image"]
+    accelerator = full.train.accelerator
+    assert accelerator.startswith(conf["spark.executor.resource.gpu.vendor"] + "/")
+    assert str(container["resources"]["limits"][accelerator]) == conf["spark.executor.resource.gpu.amount"]
+    assert {t["key"] for t in template["spec"]["tolerations"]} == {accelerator}
+    conf_volumes = {key.split(".")[5] for key in conf if key.startswith("spark.kubernetes.executor.volumes.")}
+    assert conf_volumes and not conf_volumes & {volume["name"] for volume in template["spec"]["volumes"]}
+    claims = {doc["metadata"]["name"]: doc for doc in by_kind(docs, "PersistentVolumeClaim")}
+    volume = "spark.kubernetes.executor.volumes.persistentVolumeClaim.checkpoints"
+    assert claims[conf[f"{volume}.options.claimName"]]["spec"]["accessModes"] == ["ReadWriteMany"]
+    binding = one(docs, "RoleBinding")
+    assert binding["subjects"][0]["namespace"] == NAMESPACE
