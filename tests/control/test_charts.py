@@ -32,6 +32,8 @@ from helm_charts import (
 from simrec.config import load_config
 from simrec.pipeline import definition
 from simrec.serving.cli import build_parser as serve_parser
+from simrec.serving.kserve import ServedModel, render_inference_service
+from simrec.steps.kserve_rollout import endpoint as kserve_endpoint
 
 SCHEMAS = Path(__file__).parent / "schemas"
 RENDERS = [
@@ -209,11 +211,10 @@ def test_mlflow_is_where_the_pipeline_looks_and_serves_artifacts(rendered) -> No
 def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) -> None:
     isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-    # conf/full's serve.server is the cluster-local address KServe gives this name in this namespace
-    assert (
-        urlparse(load_config("full", environ={}).serve.server).hostname
-        == f"{isvc['metadata']['name']}.{NAMESPACE}.svc"
-    )
+    # the InferenceService conf/full's deploy step updates
+    kserve = load_config("full", environ={}).serve.kserve
+    assert kserve is not None
+    assert (isvc["metadata"]["name"], NAMESPACE) == (kserve.name, kserve.namespace)
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 20
     (container,) = predictor["containers"]
@@ -222,9 +223,9 @@ def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) 
     env = {item["name"]: item for item in container["env"]}
     assert env["STORAGE_URI"]["value"].startswith("s3://")
     assert env["SIMREC_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "simrec-serve", "key": "token"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": 8080}
-    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert [port["containerPort"] for port in container["ports"]] == [8080]
     # the arguments are the serve command's, and the package path is the one the serve image's CMD names
     assert container["args"][0] == "serve"
     args = serve_parser().parse_args(container["args"][1:])
@@ -241,6 +242,31 @@ def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) 
     account = one(rendered[("simrec-serving", "values-example.yaml")], "ServiceAccount")
     assert account["metadata"]["name"] == predictor["serviceAccountName"]
     assert account["secrets"] == [{"name": definition.OBJECT_STORE_SECRET}]
+
+
+def test_the_chart_installs_the_predictor_the_deploy_step_applies(helm, tmp_path) -> None:
+    """The chart bootstraps the endpoint and the pipeline's deploy step replaces its spec for each new
+    version: both must render the same predictor, or a rollout would silently change (or drop) settings."""
+    kserve = load_config("full", environ={}).serve.kserve
+    assert kserve is not None and kserve.max_replicas is not None
+    model = ServedModel(name="simrec", version="7", storage_uri="s3://simrec/mlflow/1/models/m-7/artifacts")
+    resources = kserve.resources
+    values = {
+        "model": {"name": model.name, "storageUri": model.storage_uri, "version": model.version},
+        "minReplicas": kserve.min_replicas,
+        "maxReplicas": kserve.max_replicas,
+        "serviceAccount": {"name": kserve.service_account},
+        "resources": {
+            "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
+            "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
+        },
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    chart = one(render(helm, "simrec-serving", tmp_path / "values.yaml"), "InferenceService")
+    deployed = render_inference_service(kserve_endpoint(kserve), model)
+    assert chart["spec"] == deployed["spec"]
+    assert chart["metadata"]["name"] == deployed["metadata"]["name"]
+    assert chart["metadata"]["annotations"] == deployed["metadata"]["annotations"]
 
 
 def test_no_model_no_inference_service_and_no_canary_unless_asked(rendered, helm) -> None:

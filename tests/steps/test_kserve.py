@@ -239,10 +239,13 @@ def test_create_then_canary_then_promote(stub, services):
     # nothing rolled out before: KServe would give the first revision all traffic anyway
     assert "canaryTrafficPercent" not in create["body"]["spec"]["predictor"]
 
+    # Argo CD (deploy/argocd) tracks the object by a label the rollout must keep
+    stub.objects["serving", "simrec"]["metadata"]["labels"]["app.kubernetes.io/instance"] = "simrec-serving"
     second = deploy(services, "2")
     assert second["outcome"] == "serving" and second["revision"] == REV2
     assert second["previous_revision"] == REV1
     update, canary, promote = stub.writes()[1:]
+    assert update["body"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "simrec-serving"
     # the new revision starts with no traffic, gets its share once Ready, then all of it
     assert update["method"] == "PUT" and update["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert update["body"]["metadata"]["labels"]["simrec.io/model-version"] == "2"

@@ -33,6 +33,7 @@ DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"  # latest-/prev- URLs per revision
 MODEL_NAME_LABEL = "simrec.io/model-name"
 MODEL_VERSION_LABEL = "simrec.io/model-version"
+SERVE_UID = 1000  # the serve image's user (images/serve/Dockerfile): numeric, so runAsNonRoot is checkable
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,12 @@ def render_inference_service(
         # Ready once the package is loaded and its smoke queries passed; live as soon as it listens.
         "readinessProbe": _probe("/v2/health/ready", initial_delay=5, period=5, failures=3),
         "livenessProbe": _probe("/v2/health/live", initial_delay=30, period=10, failures=3),
+        "securityContext": {
+            "runAsUser": SERVE_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     predictor: dict[str, Any] = {"minReplicas": endpoint.min_replicas}
     if endpoint.max_replicas is not None:
@@ -144,5 +151,6 @@ def _probe(path: str, *, initial_delay: int, period: int, failures: int) -> dict
         "httpGet": {"path": path, "port": PORT, "scheme": "HTTP"},
         "initialDelaySeconds": initial_delay,
         "periodSeconds": period,
+        "timeoutSeconds": 3,
         "failureThreshold": failures,
     }

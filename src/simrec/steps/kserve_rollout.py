@@ -267,6 +267,9 @@ def deploy(
         body["spec"]["predictor"][CANARY] = 0
     # (Same template: no new revision; the latest ready one takes all traffic, as after a rollback.)
     body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+    # keep what others put there (Argo CD's tracking label, kubectl's annotations); ours win
+    for key in ("labels", "annotations"):
+        body["metadata"][key] = existing["metadata"].get(key, {}) | body["metadata"].get(key, {})
     services.replace(body)
 
     def reconciled(s: Status) -> bool:
