@@ -64,6 +64,11 @@ class SparkKubernetesConfig(_Section):
         description="ReadWriteMany claim mounted in the executors at storage.checkpoint_root (rank 0 "
         "checkpoints there and Petastorm's cache lives there)",
     )
+    pod_template_config_map: str | None = Field(
+        None,
+        description="ConfigMap holding executor-pod-template.yaml (charts/simrec renders "
+        "simrec-spark-executor-template: GPU toleration, credentials, shared memory for NCCL)",
+    )
 
     @property
     def configured(self) -> bool:

@@ -46,7 +46,7 @@ CRD_SCHEMAS = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice-v1beta1.json",
     ("argoproj.io/v1alpha1", "Application"): "argocd-application-v1alpha1.json",
 }
-EXECUTOR_TEMPLATE_KEY = "executor-pod-template.yaml"
+EXECUTOR_TEMPLATE_KEY = definition.POD_TEMPLATE_KEY  # the pipeline mounts it under this key
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from kfp import components
 
 import simrec as package
 from simrec.config import load_config
+from simrec.pipeline import definition
 from simrec.pipeline.definition import STEPS, compile_pipeline
 from simrec.pipeline.docs import render
 
@@ -213,6 +214,7 @@ def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -
         "SIMREC__SPARK__KUBERNETES__EXECUTOR_INSTANCES": "4",
         "SIMREC__SPARK__KUBERNETES__EXECUTOR_GPUS": "1",
         "SIMREC__SPARK__KUBERNETES__CHECKPOINT_PVC": "simrec-checkpoints-rwx",
+        "SIMREC__SPARK__KUBERNETES__POD_TEMPLATE_CONFIG_MAP": "simrec-spark-executor-template",
     }
     config = load_config("full", environ=environ)
     spec, kubernetes = _ir(config, tmp_path)
@@ -224,6 +226,12 @@ def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -
     volume = "spark.kubernetes.executor.volumes.persistentVolumeClaim.checkpoints"
     assert conf[f"{volume}.mount.path"] == kubernetes["exec-train"]["pvcMount"][0]["mountPath"]
     assert conf[f"{volume}.options.claimName"] == "simrec-checkpoints-rwx"
+    # the chart's executor pod template (toleration, credentials, shared memory) reaches Spark
+    (template,) = kubernetes["exec-train"]["configMapAsVolume"]
+    assert template["configMapName"] == "simrec-spark-executor-template"
+    assert conf["spark.kubernetes.executor.podTemplateFile"] == (
+        f"{template['mountPath']}/{definition.POD_TEMPLATE_KEY}"
+    )
     assert kubernetes["exec-train"]["fieldPathAsEnv"] == [
         {"name": "SIMREC_POD_IP", "fieldPath": "status.podIP"}
     ]

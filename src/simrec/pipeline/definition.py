@@ -28,6 +28,9 @@ MLFLOW_SECRET = "simrec-mlflow"
 MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
 # Spark's GPU discovery script at the path Spark's distribution keeps it; the pyspark wheel lacks it, so
 # images/steps-gpu (the executors' image) puts one there.
+# Where the executor pod template's ConfigMap is mounted in the driver (train/tune) pods.
+POD_TEMPLATE_DIR = "/etc/simrec/spark"
+POD_TEMPLATE_KEY = "executor-pod-template.yaml"
 SPARK_GPU_DISCOVERY_SCRIPT = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
 
 
@@ -60,6 +63,8 @@ def spark_conf(config: SimrecConfig) -> dict[str, str]:
         f"{volume}.options.claimName": str(k8s.checkpoint_pvc),
         f"{volume}.mount.path": config.storage.checkpoint_root,
     }
+    if k8s.pod_template_config_map:
+        conf["spark.kubernetes.executor.podTemplateFile"] = f"{POD_TEMPLATE_DIR}/{POD_TEMPLATE_KEY}"
     if k8s.executor_gpus:
         conf |= {
             "spark.executor.resource.gpu.amount": str(k8s.executor_gpus),
@@ -79,6 +84,8 @@ def _spark_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
         task.set_env_variable("SIMREC_SPARK_CONF", json.dumps(conf, sort_keys=True))
         # executor pods connect back to the driver: the task pod's own address
         kubernetes.use_field_path_as_env(task, env_name="SIMREC_POD_IP", field_path="status.podIP")
+        if template := config.spark.kubernetes.pod_template_config_map:
+            kubernetes.use_config_map_as_volume(task, template, mount_path=POD_TEMPLATE_DIR)
     kubernetes.use_secret_as_env(task, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
 
 
