@@ -44,16 +44,14 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
         return package, _queries(package)
     import tensorflow as tf
 
-    from simrec.data.catalogue import load_fashion_mnist
+    from simrec.data.catalogue import Items, load_fashion_mnist
     from simrec.embedding import EmbeddingModel
     from simrec.recommender import write_package
     from simrec.train.model import build_embedding_model
 
     started = time.perf_counter()
     splits, _ = load_fashion_mnist(SOURCE, None, workdir / "downloads")
-    import pandas as pd
-
-    items = pd.concat([splits["train"], splits["test"]], ignore_index=True)
+    items = Items.concat([splits["train"], splits["test"]]).encoded()
     tf.keras.utils.set_random_seed(0)
     model_file = workdir / "model" / "embedding.keras"
     model_file.parent.mkdir(parents=True, exist_ok=True)

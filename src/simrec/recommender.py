@@ -3,7 +3,8 @@
 A folder of plain files (no pickles):
     embedding.keras    the embedding model (built-in Keras layers only)
     index.faiss        faiss index over every catalogue item's embedding; index row i = items row i
-    items.parquet      item_id, label, label_name, image (PNG bytes), in index row order
+    items.parquet      item_id, label, label_name (both null for an unlabelled item), image (PNG bytes),
+                       in index row order
     recommender.json   format, model_id, embedding_dim, item count, index settings and version, and
                        smoke queries with the answers this package gave when it was built
 """
@@ -43,9 +44,16 @@ class PackageError(InputError):
 @dataclass(frozen=True)
 class Neighbour:
     item_id: str
-    label: int
-    label_name: str
+    label: int | None  # None: an unlabelled catalogue item
+    label_name: str | None
     score: float
+
+
+def item_label(label: Any, label_name: Any) -> tuple[int | None, str | None]:
+    """(label, label_name) of an items row, None for an unlabelled item (parquet/pandas give NaN or <NA>)."""
+    if pd.isna(label):
+        return None, None
+    return int(label), str(label_name)
 
 
 class Recommender:
@@ -83,7 +91,7 @@ class Recommender:
         answers = []
         for score_row, index_row, own in zip(scores, rows, skip, strict=True):
             found = [
-                Neighbour(str(ids[r]), int(labels[r]), str(names[r]), float(s))
+                Neighbour(str(ids[r]), *item_label(labels[r], names[r]), float(s))
                 for s, r in zip(score_row, index_row, strict=True)
                 if r >= 0 and r != own
             ]

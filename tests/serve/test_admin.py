@@ -167,3 +167,34 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
     assert server.similar(image=b64(new_png), k=1) == ["new-1"]
     rollback(server.url, TOKEN)
     assert server.similar(image=b64(png(pattern(22))), k=1) == ["lake-2"]
+
+
+def test_unlabelled_items_are_indexed_and_answered_with_null_labels(admin_server, tmp_path):
+    server = admin_server
+    unlabelled, labelled = png(pattern(31)), png(pattern(32))
+    fresh = pd.DataFrame(
+        {
+            "item_id": ["lake-u1", "lake-l1"],
+            "label": pd.array([None, 5], dtype="Int32"),
+            "label_name": [None, "Sandal"],
+            "image": [unlabelled, labelled],
+        }
+    )
+    result = refresh(server.url, TOKEN, write_lake(tmp_path, fresh), ("train",))
+    assert result["added"] == 2
+
+    found = server.post("/similar", json={"image": b64(unlabelled), "k": 2}).json()["items"]
+    assert found[0]["item_id"] == "lake-u1"
+    assert (found[0]["label"], found[0]["label_name"]) == (None, None)  # sent as null, not left out
+    assert "image" not in found[0]
+    v2 = {"name": "image", "shape": [1], "datatype": "BYTES", "data": [b64(unlabelled)]}
+    outputs = server.post("/v2/models/simrec/infer", json={"inputs": [v2], "parameters": {"k": 1}}).json()
+    columns = {o["name"]: o["data"] for o in outputs["outputs"]}
+    assert (columns["item_id"], columns["label"], columns["label_name"]) == (["lake-u1"], [-1], [""])
+    samples = (server.get("/items/sample", params={"n": 100, "seed": seed}).json() for seed in range(20))
+    shown = next(i for sample in samples for i in sample["items"] if i["item_id"] == "lake-u1")
+    assert (shown["label"], shown["label_name"]) == (None, None)
+
+    half = {"item_id": "half", "label": None, "label_name": "Bag", "image": b64(labelled)}
+    response = server.post("/admin/items", json={"items": [half]})
+    assert response.status_code in (400, 422) and "both given or both null" in response.text

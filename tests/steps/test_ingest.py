@@ -16,12 +16,13 @@ import pytest
 from datagen import SPLIT_NAMES, write_dataset
 from deltalake import DeltaTable
 from PIL import Image
+from pyspark.sql.types import StructField, StructType
 
 from simrec.codec import decode_png
 from simrec.crash_points import ENV as CRASH_AT
 from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import read_idx, write_idx
-from simrec.data.lake import current_version, table_uri
+from simrec.data.lake import INPUTS_KEY, ITEM_SCHEMA, current_version, table_uri
 from simrec.errors import DataError
 from simrec.steps.ingest import ingest, main
 
@@ -60,14 +61,36 @@ def test_tables_hold_the_source_exactly(lake) -> None:
         assert frame["ingested_at"].notna().all()
 
 
+def _no_spark():
+    raise AssertionError("an unchanged ingest asked for a Spark session")
+
+
+def _recorded_inputs(lake_dir: Path, table: str) -> list[str]:
+    return json.loads(DeltaTable(table_uri(str(lake_dir), table)).history(1)[0]["userMetadata"])[INPUTS_KEY]
+
+
 def test_rerun_adds_no_rows_and_no_version(spark, lake, tmp_path) -> None:
     source, lake_dir = lake
     before = _versions(spark, lake_dir)
-    for _ in range(2):
-        lineage = ingest(spark, str(source), str(lake_dir), checksums=str(source / "checksums.json"))
+    for _ in range(2):  # recognised from the commits' recorded inputs: no Spark session is started
+        lineage = ingest(_no_spark, str(source), str(lake_dir), checksums=str(source / "checksums.json"))
         assert {t: s["version"] for t, s in lineage["tables"].items()} == before
-        assert lineage["tables"]["train"]["rows"] == 200
+        assert {t: s["rows"] for t, s in lineage["tables"].items()} == {"train": 200, "test": 50}
     assert _versions(spark, lake_dir) == before
+    assert len(_recorded_inputs(lake_dir, "train")) == len(_recorded_inputs(lake_dir, "test")) == 1
+
+
+def test_after_a_commit_by_someone_else_items_are_compared_again(spark, tmp_path) -> None:
+    source = write_dataset(tmp_path / "src", train=30, test=10)
+    lake_dir = tmp_path / "lake"
+    first = ingest(spark, str(source), str(lake_dir), checksums="none")
+    train = table_uri(str(lake_dir), "train")
+    spark.sql(f"DELETE FROM delta.`{train}` WHERE item_id = 'train-000007'")  # records no inputs
+    again = ingest(spark, str(source), str(lake_dir), checksums="none")
+    assert (again["tables"]["train"]["version"], again["tables"]["train"]["rows"]) == (2, 30)
+    assert again["tables"]["test"] == first["tables"]["test"]
+    assert "train-000007" in set(_read_delta(train)["item_id"])
+    assert ingest(_no_spark, str(source), str(lake_dir), checksums="none")["tables"] == again["tables"]
 
 
 def test_cli_writes_lineage(spark, lake, tmp_path) -> None:
@@ -110,8 +133,10 @@ def test_png_batch_appends_new_ids_once(spark, tmp_path) -> None:
     images = _png_batch(tmp_path / "spring-2026", 4)
     first = ingest(spark, str(source), str(lake_dir), checksums=checksums, batch=tmp_path / "spring-2026")
     assert (first["tables"]["train"]["version"], first["tables"]["train"]["rows"]) == (1, 34)
-    again = ingest(spark, str(source), str(lake_dir), checksums=checksums, batch=tmp_path / "spring-2026")
-    assert again["tables"]["train"]["version"] == 1
+    again = ingest(_no_spark, str(source), str(lake_dir), checksums=checksums, batch=tmp_path / "spring-2026")
+    assert again["tables"] == first["tables"]
+    # The batch's commit records the earlier inputs too: the base dataset alone is unchanged as well.
+    assert ingest(_no_spark, str(source), str(lake_dir), checksums=checksums)["tables"] == first["tables"]
     frame = _read_delta(table_uri(str(lake_dir), "train"))
     batch = frame[frame["item_id"].str.startswith("spring-2026-")]
     assert list(batch["item_id"]) == [f"spring-2026-item{i}" for i in range(4)]
@@ -131,6 +156,50 @@ def test_idx_batch_goes_to_the_table_asked_for(spark, tmp_path) -> None:
     assert lineage["tables"]["test"]["rows"] == 13
     frame = _read_delta(table_uri(str(lake_dir), "test"))
     assert list(frame[frame["item_id"].str.startswith("extra-")]["label"]) == [1, 2, 9]
+
+
+def test_unlabelled_batch_items_are_stored_with_null_labels(spark, tmp_path) -> None:
+    source = write_dataset(tmp_path / "src", train=30, test=10)
+    lake_dir = tmp_path / "lake"
+    ingest(spark, str(source), str(lake_dir), checksums="none")
+    images = _png_batch(tmp_path / "mixed", 3)  # an empty label marks an unlabelled item
+    (tmp_path / "mixed" / "labels.csv").write_text("filename,label\nitem0.png,3\nitem1.png,\nitem2.png, \n")
+    lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=tmp_path / "mixed")
+    assert lineage["sources"]["batch:mixed"] == {
+        "path": str(tmp_path / "mixed"),
+        "items": "3",
+        "unlabelled": "2",
+    }
+    unlabelled = tmp_path / "no-labels"  # an IDX images file without its labels file: all unlabelled
+    unlabelled.mkdir()
+    write_idx(unlabelled / "new-images-idx3-ubyte.gz", np.full((2, 28, 28), 9, np.uint8))
+    lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=unlabelled)
+    assert lineage["tables"]["train"]["rows"] == 35
+    assert lineage["sources"]["batch:no-labels"]["unlabelled"] == "2"
+    frame = _read_delta(table_uri(str(lake_dir), "train")).set_index("item_id")
+    assert frame.loc["mixed-item0", ["label", "label_name"]].tolist() == [3, "Dress"]
+    for item in ("mixed-item1", "mixed-item2", "no-labels-000000", "no-labels-000001"):
+        assert frame.loc[item, ["label", "label_name"]].isna().all()
+    assert frame["label"].notna().sum() == 31
+    np.testing.assert_array_equal(decode_png(frame.loc["mixed-item1", "image"]), images[1])
+    np.testing.assert_array_equal(decode_png(frame.loc["no-labels-000001", "image"]), np.full((28, 28), 9))
+
+
+def test_unlabelled_items_join_a_table_made_when_labels_were_declared_required(spark, tmp_path) -> None:
+    source = write_dataset(tmp_path / "src", train=30, test=10)
+    lake_dir = tmp_path / "lake"
+    train = table_uri(str(lake_dir), "train")
+    required = StructType(  # the schema of lakes written before unlabelled items were accepted
+        [StructField(f.name, f.dataType, f.name not in ("label", "label_name")) for f in ITEM_SCHEMA]
+    )
+    spark.createDataFrame([], required).write.format("delta").save(train)
+    batch = tmp_path / "unlabelled"
+    batch.mkdir()
+    write_idx(batch / "x-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+    lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=batch)
+    assert (lineage["tables"]["train"]["version"], lineage["tables"]["train"]["rows"]) == (1, 32)
+    assert _read_delta(train)["label"].isna().sum() == 2
+    assert ingest(_no_spark, str(source), str(lake_dir), checksums="none", batch=batch) == lineage
 
 
 TRUNCATE = b"truncate"
@@ -211,6 +280,8 @@ def _broken_batch(folder: Path, case: str) -> None:
         (folder / "labels.csv").write_text("filename,label\nitem0.png,1\nitem1.png,shoe\n")
     elif case == "missing":
         (folder / "item0.png").unlink()
+    elif case == "range":
+        (folder / "labels.csv").write_text("filename,label\nitem0.png,\nitem1.png,10\n")
 
 
 @pytest.mark.parametrize(
@@ -222,6 +293,7 @@ def _broken_batch(folder: Path, case: str) -> None:
         ("columns", r"labels.csv: columns must be exactly filename,label"),
         ("label", r"labels.csv: row 3: label 'shoe' is not an integer"),
         ("missing", r"item0.png: listed in labels.csv but not found"),
+        ("range", r"labels.csv: row 3: label '10' is out of range 0..9"),
     ],
 )
 def test_bad_batch_changes_nothing(spark, lake, tmp_path, case, message) -> None:

@@ -40,6 +40,11 @@ LABEL_NAMES = (
     "Bag",
     "Ankle boot",
 )
+UNLABELLED = -1  # in-memory stand-in for an unlabelled item's null label where arrays must be integers
+
+
+def label_name(label: int) -> str:
+    return "unlabelled" if label == UNLABELLED else LABEL_NAMES[label]
 
 
 def parse_classes(text: str) -> tuple[int, ...]:

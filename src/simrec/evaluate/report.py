@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from simrec.data.fashion_mnist import LABEL_NAMES
+from simrec.data.fashion_mnist import LABEL_NAMES, label_name
 from simrec.plots import plt
 
 
@@ -34,7 +34,7 @@ def similar_items_grid(
             axes[row, col + 1].imshow(neighbour_pixels[row, col], cmap="gray_r")
             colour = "tab:green" if label == query_labels[row] else "tab:red"
             axes[row, col + 1].set_title(
-                f"{LABEL_NAMES[label]} {scores[row, col]:.3f}", fontsize=7, color=colour
+                f"{label_name(label)} {scores[row, col]:.3f}", fontsize=7, color=colour
             )
     for axis in axes.flat:
         axis.set_xticks([])

@@ -19,7 +19,7 @@ from fastapi.security import HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simrec.errors import InputError, validation_problems
-from simrec.recommender import Neighbour
+from simrec.recommender import Neighbour, item_label
 from simrec.serving import schemas as s
 from simrec.serving.batcher import Batcher
 from simrec.serving.guard import Guard
@@ -51,6 +51,16 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
+
+
+def _catalogue_item(items: pd.DataFrame, row: int) -> s.CatalogueItem:
+    label, label_name = item_label(items["label"].iat[row], items["label_name"].iat[row])
+    return s.CatalogueItem(
+        item_id=str(items["item_id"].iat[row]),
+        label=label,
+        label_name=label_name,
+        image=_b64(bytes(items["image"].iat[row])),
+    )
 
 
 async def _answer(batcher: Batcher, served: Served, query: ItemQuery, k: int) -> list[list[Neighbour]]:
@@ -177,8 +187,9 @@ def create_app(
         shape = [len(rows), width]
         columns = {
             "item_id": ("BYTES", [n.item_id for row in rows for n in row]),
-            "label": ("INT32", [n.label for row in rows for n in row]),
-            "label_name": ("BYTES", [n.label_name for row in rows for n in row]),
+            # A typed tensor has no null: an unlabelled item is label -1 with an empty label_name.
+            "label": ("INT32", [-1 if n.label is None else n.label for row in rows for n in row]),
+            "label_name": ("BYTES", [n.label_name or "" for row in rows for n in row]),
             "score": ("FP32", [finite(n.score) for row in rows for n in row]),
         }
         return s.InferenceResponse(
@@ -195,7 +206,8 @@ def create_app(
 
     # --- friendly JSON routes (the web page) ---
 
-    @app.post("/similar", tags=["similar"], dependencies=[bearer], response_model_exclude_none=True)
+    # exclude_unset, not exclude_none: an unlabelled item's null label is sent; an image only when asked.
+    @app.post("/similar", tags=["similar"], dependencies=[bearer], response_model_exclude_unset=True)
     async def similar(request: s.SimilarRequest) -> s.SimilarResponse:
         served = serving()
         if request.item_id is not None:
@@ -211,7 +223,7 @@ def create_app(
                 label=n.label,
                 label_name=n.label_name,
                 score=finite(n.score),
-                image=_b64(recommender.image(n.item_id)) if request.include_images else None,
+                **({"image": _b64(recommender.image(n.item_id))} if request.include_images else {}),
             )
             for n in (await _answer(batcher, served, query, request.k))[0]
         ]
@@ -234,15 +246,7 @@ def create_app(
             model_version=served.version,
             index_version=served.index_version,
             catalogue_size=len(items),
-            items=[
-                s.CatalogueItem(
-                    item_id=str(items["item_id"].iat[r]),
-                    label=int(items["label"].iat[r]),
-                    label_name=str(items["label_name"].iat[r]),
-                    image=_b64(bytes(items["image"].iat[r])),
-                )
-                for r in rows
-            ],
+            items=[_catalogue_item(items, r) for r in rows],
         )
 
     @app.get(

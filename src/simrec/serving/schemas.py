@@ -41,8 +41,8 @@ class SimilarRequest(Strict):
 
 class SimilarItem(BaseModel):
     item_id: str
-    label: int
-    label_name: str
+    label: int | None = Field(description="class number; null for an unlabelled item")
+    label_name: str | None
     score: float = Field(description="cosine similarity, 1 = identical embedding")
     image: str | None = Field(None, description="base64 PNG, when include_images was asked")
 
@@ -58,8 +58,8 @@ class SimilarResponse(BaseModel):
 
 class CatalogueItem(BaseModel):
     item_id: str
-    label: int
-    label_name: str
+    label: int | None = Field(description="class number; null for an unlabelled item")
+    label_name: str | None
     image: str = Field(description="base64 PNG")
 
 
@@ -164,9 +164,17 @@ class DeployRequest(Strict):
 
 class NewItem(Strict):
     item_id: ItemId
-    label: Annotated[StrictInt, Field(ge=0, le=1_000_000)]
-    label_name: Annotated[str, Field(min_length=1, max_length=200)]
+    label: Annotated[StrictInt, Field(ge=0, le=1_000_000)] | None = Field(
+        description="null (with label_name null) for an unlabelled item"
+    )
+    label_name: Annotated[str, Field(min_length=1, max_length=200)] | None
     image: Base64Png
+
+    @model_validator(mode="after")
+    def _labelled_or_not(self) -> NewItem:
+        if (self.label is None) != (self.label_name is None):
+            raise ValueError("label and label_name are both given or both null (an unlabelled item)")
+        return self
 
 
 class AddItemsRequest(Strict):

@@ -15,12 +15,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from simrec import progress
 from simrec.codec import decode_png
-from simrec.data.fashion_mnist import LABEL_NAMES, format_classes, parse_classes
+from simrec.data.fashion_mnist import LABEL_NAMES, UNLABELLED, format_classes, parse_classes
 from simrec.data.lake import table_uri
 from simrec.embedding import pixel_vectors
 from simrec.errors import InputError
@@ -46,17 +46,30 @@ ANN_TIMING_QUERIES = 1000
 class Catalogue:
     """Every item of the lineage's tables, in one order: metadata, decoded pixels, which table."""
 
-    items: pd.DataFrame  # item_id, label, label_name, image (PNG), table
+    items: pd.DataFrame  # item_id, label (Int32, <NA>: unlabelled), label_name, image (PNG), table
     pixels: np.ndarray  # [n, 28, 28] uint8
 
+    @classmethod
+    def collect(cls, frame: DataFrame) -> Catalogue:
+        items = frame.orderBy("table", "item_id").toPandas()
+        items["label"] = items["label"].astype("Int32")  # not float when unlabelled items make it nullable
+        return cls(items, np.stack([decode_png(png) for png in items["image"]]))
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each item's class, UNLABELLED for an unlabelled item (equal to no class)."""
+        return self.items["label"].fillna(UNLABELLED).to_numpy(dtype=np.int64)
+
     def where(self, table: str, labels: tuple[int, ...] = ()) -> np.ndarray:
-        chosen = self.items["table"].to_numpy() == table
+        """Rows of the table's labelled items (of `labels` only, when given). Retrieval is measured with
+        labels, so unlabelled items are neither queries nor gallery; the index still holds them."""
+        chosen = (self.items["table"].to_numpy() == table) & self.items["label"].notna().to_numpy()
         if labels:
             chosen &= self.items["label"].isin(labels).to_numpy()
         return np.flatnonzero(chosen)
 
 
-def _catalogue_frame(spark: SparkSession, lineage: dict[str, Any]):
+def catalogue_frame(spark: SparkSession, lineage: dict[str, Any]) -> DataFrame:
     frames = [
         spark.read.format("delta")
         .option("versionAsOf", int(table["version"]))
@@ -86,7 +99,7 @@ def measure(
 ) -> dict[str, dict[str, Any]]:
     """Test items as queries against the train gallery: on all classes, and on the excluded (unseen)
     classes alone when there are any."""
-    labels = catalogue.items["label"].to_numpy()
+    labels = catalogue.labels
     protocols = {"all": ()} | ({"unseen": exclude_classes} if exclude_classes else {})
     results = {}
     for protocol, classes in protocols.items():
@@ -151,7 +164,7 @@ def _figures(
     from sklearn.cluster import DBSCAN
     from sklearn.manifold import TSNE
 
-    labels = catalogue.items["label"].to_numpy()
+    labels = catalogue.labels
     test = catalogue.where("test")
     queries = np.array([test[labels[test] == label][0] for label in np.unique(labels[test])])
     scores, rows = search(index, vectors[queries], 6)
@@ -224,10 +237,9 @@ def evaluate(
     training = (
         json.loads((model_dir / SUMMARY_FILE).read_text()) if (model_dir / SUMMARY_FILE).exists() else {}
     )
-    frame = _catalogue_frame(spark, lineage)
-    items = frame.orderBy("table", "item_id").toPandas()
-    catalogue = Catalogue(items, np.stack([decode_png(png) for png in items["image"]]))
-    labels = items["label"].to_numpy()
+    frame = catalogue_frame(spark, lineage)
+    catalogue = Catalogue.collect(frame)
+    items, labels = catalogue.items, catalogue.labels
     embeddings_uri = table_uri(lake_uri, EMBEDDINGS_TABLE)
 
     timer = time.perf_counter()

@@ -11,6 +11,7 @@ import os
 import pandas as pd
 
 from simrec.data.lake_reader import read_items
+from simrec.recommender import item_label
 from simrec.steps.deploy import TOKEN_VARIABLE, call
 
 BATCH = 500  # items per request: ~0.7 MB of base64 PNGs
@@ -44,10 +45,11 @@ def refresh(
 
 
 def _item(row: pd.Series) -> dict[str, object]:
+    label, label_name = item_label(row.label, row.label_name)  # both None for an unlabelled item
     return {
         "item_id": row.item_id,
-        "label": int(row.label),
-        "label_name": row.label_name,
+        "label": label,
+        "label_name": label_name,
         "image": base64.b64encode(row.image).decode("ascii"),
     }
 

@@ -25,11 +25,13 @@ ShardSource = Callable[[int, int], AbstractContextManager[tf.data.Dataset]]
 
 
 def read_table(spark: SparkSession, table: dict[str, Any]) -> DataFrame:
-    """The table at the version the lineage names (Delta time travel)."""
+    """The table's labelled items at the version the lineage names (Delta time travel). Unlabelled items
+    (label null) are left out: every training and tuning loss here is supervised."""
     return (
         spark.read.format("delta")
         .option("versionAsOf", int(table["version"]))
         .load(table["uri"])
+        .where(F.col("label").isNotNull())
         .select("item_id", F.col("label").cast("int").alias("label"), "image")
     )
 
