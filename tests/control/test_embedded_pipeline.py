@@ -5,8 +5,8 @@ import shutil
 from pathlib import Path
 
 import requests
+import yaml
 from control_helpers import CHECKOUT, simrec
-from datagen import write_split
 
 
 def _lineage(run_dir: Path) -> dict:
@@ -101,29 +101,24 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert json.loads((tmp_path / "runs" / "two" / "deploy" / "result").read_text())["outcome"] == "unchanged"
     assert not (tmp_path / "runs" / "two" / "train").exists()
 
-
-def test_edited_component_yaml_default_changes_the_embedded_run(smoke_env, tmp_path) -> None:
-    batch = tmp_path / "new-items"
-    batch.mkdir()
-    write_split(batch, "train", count=7, seed=5)  # an IDX image/label pair
+    # An engineer edits a default in a component's YAML: the next run uses it, from that step on (KFP's
+    # cache key holds the container's arguments), and the steps before stay cached.
     edited = tmp_path / "components"
     shutil.copytree(CHECKOUT / "components", edited)
-    yaml_path = edited / "ingest" / "component.yaml"
-    text = yaml_path.read_text()
-    assert "    optional: true\n    description: Folder of new items" in text
-    yaml_path.write_text(
-        text.replace(
-            "    optional: true\n    description: Folder of new items",
-            f"    default: {batch}\n    description: Folder of new items",
-        )
+    evaluate_yaml = edited / "evaluate" / "component.yaml"
+    spec = yaml.safe_load(evaluate_yaml.read_text())
+    (ef_search,) = [i for i in spec["inputs"] if i["name"] == "index_ef_search"]
+    ef_search["default"] = 48
+    evaluate_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    third = simrec(
+        "run", "--profile", "smoke", "--components-dir", str(edited), "--run-name", "three", env=smoke_env
     )
-    result = simrec(
-        "run", "--profile", "smoke", "--components-dir", str(edited), "--run-name", "e", env=smoke_env
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "train        cached" in third.stdout and "evaluate     succeeded" in third.stdout
+    manifest = json.loads(
+        (tmp_path / "runs" / "three" / "evaluate" / "package" / "recommender.json").read_text()
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert _lineage(tmp_path / "runs" / "e")["tables"]["train"]["rows"] == 207
-    training = json.loads((tmp_path / "runs" / "e" / "train" / "model" / "training.json").read_text())
-    assert training["train_rows"] + training["validation_rows"] == 207
+    assert manifest["index"]["ef_search"] == 48
 
 
 def test_failed_step_fails_the_run_with_its_error(smoke_env, tmp_path) -> None:
