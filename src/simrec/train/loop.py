@@ -22,10 +22,11 @@ from simrec.files import write_json_atomic
 from simrec.retrieval import recall_at_k, top_k
 from simrec.train.data import Arrays, ShardSource, training_batches
 from simrec.train.losses import cosine_softmax_loss, multi_similarity_loss
-from simrec.train.model import CosineSoftmax, build_embedding_model
+from simrec.train.model import CosineSoftmax, build_embedding_model, inference_model
 from simrec.train.params import TrainParams
 
 NUM_CLASSES = 10
+WARMUP_SHARE = 0.05  # of all steps, for the cosine schedule: Adam's first steps at full rate are noisy
 
 
 class TrialTimeout(RuntimeError):
@@ -73,6 +74,23 @@ def training_loss(
     if params.loss in ("softmax", "ms+softmax"):
         loss += cosine_softmax_loss(labels, logits)
     return loss
+
+
+def learning_rate(params: TrainParams, steps_per_epoch: int, world_size: int) -> Any:
+    """Adam's learning rate for one rank: the configured rate times the world size, constant, or with
+    `cosine` a linear warmup over the first WARMUP_SHARE of the steps, then cosine decay to zero. A
+    function of the optimizer's step count, so a resumed run continues the same curve."""
+    peak = params.learning_rate * world_size
+    if params.lr_schedule == "constant":
+        return peak
+    total = params.epochs * steps_per_epoch
+    warmup = int(WARMUP_SHARE * total)
+    return tf.keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak,
+        decay_steps=total - warmup,
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
 
 
 def trained_variables(model: tf.keras.Model, params: TrainParams) -> list[tf.Variable]:
@@ -150,7 +168,9 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
     params = job.params
     tf.keras.utils.set_random_seed(params.seed + rank)
     embedder, model = build_training_model(params)
-    optimizer = tf.keras.optimizers.Adam(params.learning_rate * size)
+    # What is validated and saved (and so evaluated and served): the embedder with its inference options
+    exported = inference_model(embedder, params.flip_average, params.pixel_weight)
+    optimizer = tf.keras.optimizers.Adam(learning_rate(params, job.steps_per_epoch, size))
     optimizer.build(trained_variables(model, params))
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     # The history travels inside the checkpoint, so a checkpoint and its history are saved in one atomic
@@ -194,7 +214,7 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
                 "epoch": current + 1,
                 "train_loss": mean_loss,
                 "val_recall_at_1": _leave_one_out_recall_at_1(
-                    embedder, validation_images, job.validation.labels
+                    exported, validation_images, job.validation.labels
                 ),
                 "images_per_sec_per_worker": job.steps_per_epoch * params.batch_size / seconds,
                 "epoch_seconds": seconds,
@@ -216,7 +236,7 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
         return None
     crash_point("train:before-model-save")
     Path(job.model_dir).mkdir(parents=True, exist_ok=True)
-    embedder.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
+    exported.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
     return history
 
 

@@ -5,8 +5,10 @@ The saved embedding model uses built-in Keras layers only, so serving loads it w
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import numpy as np
 import tensorflow as tf
 
 Architecture = Literal["seed", "strong"]
@@ -44,6 +46,40 @@ def build_embedding_model(architecture: str, embedding_dim: int, dropout: float)
     x = tf.keras.layers.Dense(embedding_dim, name="projection")(features)
     embedding = tf.keras.layers.UnitNormalization(name="embedding")(x)
     return tf.keras.Model(images, embedding, name=f"simrec_{architecture}")
+
+
+def _mirrored(images: tf.Tensor) -> tf.Tensor:
+    """Images flipped left-right by a fixed permutation (a frozen Dense over the width axis: a built-in
+    layer, so serving loads the model without simrec code; exact, as each output is one input times 1)."""
+    height, width, _ = INPUT_SHAPE
+    rows = tf.keras.layers.Reshape((height, width))(images)
+    mirror = tf.keras.layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+    flipped = mirror(rows)
+    mirror.set_weights([np.eye(width, dtype=np.float32)[::-1]])
+    return tf.keras.layers.Reshape(INPUT_SHAPE)(flipped)
+
+
+def inference_model(embedder: tf.keras.Model, flip_average: bool, pixel_weight: float) -> tf.keras.Model:
+    """The model that is saved, evaluated and served: the trained embedder, optionally averaged with its
+    embedding of the left-right mirrored image (test-time augmentation; training flips images too), and
+    optionally fused with the image's L2-normalised pixels so that the cosine of two fused vectors is
+    (1 - pixel_weight) x embedding cosine + pixel_weight x pixel cosine. Shares the embedder's weights."""
+    if not flip_average and pixel_weight == 0.0:
+        return embedder
+    images = tf.keras.Input(shape=INPUT_SHAPE, name="image")
+    embedding = embedder(images)
+    if flip_average:
+        averaged = tf.keras.layers.Average()([embedding, embedder(_mirrored(images))])
+        embedding = tf.keras.layers.UnitNormalization(name="flip_averaged")(averaged)
+    if pixel_weight > 0.0:
+        pixels = tf.keras.layers.UnitNormalization()(tf.keras.layers.Flatten()(images))
+        embedding = tf.keras.layers.Concatenate(name="fused")(
+            [
+                tf.keras.layers.Rescaling(math.sqrt(1.0 - pixel_weight))(embedding),
+                tf.keras.layers.Rescaling(math.sqrt(pixel_weight))(pixels),
+            ]
+        )
+    return tf.keras.Model(images, embedding, name=f"{embedder.name}_inference")
 
 
 class CosineSoftmax(tf.keras.layers.Layer):

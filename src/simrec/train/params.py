@@ -13,6 +13,7 @@ from simrec import paths
 from simrec.errors import InputError, validation_problems
 
 LossName = Literal["ms", "softmax", "ms+softmax"]
+ScheduleName = Literal["constant", "cosine"]
 TRAIN_COMPONENT = Path("train") / "component.yaml"
 
 
@@ -27,6 +28,7 @@ class TrainParams(BaseModel):
     embedding_dim: int = Field(ge=2, le=2048)
     dropout: float = Field(ge=0.0, lt=1.0)
     learning_rate: float = Field(gt=0.0, le=1.0)
+    lr_schedule: ScheduleName
     batch_size: int = Field(ge=4, le=8192)
     epochs: int = Field(ge=1, le=1000)
     loss: LossName
@@ -36,6 +38,8 @@ class TrainParams(BaseModel):
     ms_epsilon: float = Field(ge=0.0, le=2.0)
     softmax_scale: float = Field(gt=0.0, le=128.0)
     augment: bool
+    flip_average: bool
+    pixel_weight: float = Field(ge=0.0, lt=1.0)
     seed: int
 
     @classmethod

@@ -1,0 +1,73 @@
+"""The saved model's inference options (flip averaging, pixel fusion) against NumPy, through the loader
+evaluate and serving use, and the cosine learning-rate schedule."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from simrec.embedding import EmbeddingModel
+from simrec.train.loop import WARMUP_SHARE, learning_rate
+from simrec.train.model import build_embedding_model, inference_model
+from simrec.train.params import TrainParams
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> tf.keras.Model:
+    tf.keras.utils.set_random_seed(0)
+    return build_embedding_model("seed", 8, 0.0)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    pixels[:, :, :10] = 0  # not mirror-symmetric, so a wrong flip shows
+    return pixels
+
+
+@pytest.mark.parametrize(("flip", "weight"), [(True, 0.0), (False, 0.3), (True, 0.4)])
+def test_saved_inference_model_is_the_formula(embedder, images, flip, weight, tmp_path) -> None:
+    path = tmp_path / "embedding.keras"
+    inference_model(embedder, flip, weight).save(path)
+    got = EmbeddingModel(path).embed_pixels(images)  # what evaluate's workers and the server run
+
+    x = images[..., None].astype(np.float32)
+    embedding = embedder(x).numpy()
+    if flip:
+        embedding = _unit(embedding + embedder(x[:, :, ::-1]).numpy())
+    expected = embedding
+    if weight:
+        pixels = _unit(images.reshape(len(images), -1).astype(np.float64))
+        expected = np.concatenate([np.sqrt(1 - weight) * embedding, np.sqrt(weight) * pixels], axis=1)
+        # the point of the fusion: cosine = (1 - w) embedding cosine + w pixel cosine
+        np.testing.assert_allclose(
+            got @ got.T, (1 - weight) * embedding @ embedding.T + weight * pixels @ pixels.T, atol=1e-5
+        )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_without_options_the_embedder_itself_is_saved(embedder) -> None:
+    assert inference_model(embedder, False, 0.0) is embedder
+
+
+def test_flip_averaged_embedding_is_mirror_invariant(embedder, images, tmp_path) -> None:
+    path = tmp_path / "embedding.keras"
+    inference_model(embedder, True, 0.0).save(path)
+    model = EmbeddingModel(path)
+    np.testing.assert_allclose(model.embed_pixels(images), model.embed_pixels(images[:, :, ::-1]), atol=1e-5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero() -> None:
+    params = TrainParams.component_defaults(lr_schedule="cosine", learning_rate=0.002, epochs=4)
+    schedule = learning_rate(params, steps_per_epoch=50, world_size=2)
+    warmup = int(WARMUP_SHARE * 200)
+    rates = np.array([float(schedule(step)) for step in range(201)])
+    assert rates[0] == 0.0 and rates[warmup] == pytest.approx(0.004)  # peak: rate x world size
+    assert np.all(np.diff(rates[: warmup + 1]) > 0) and np.all(np.diff(rates[warmup:]) <= 0)
+    assert rates[200] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(params.model_copy(update={"lr_schedule": "constant"}), 50, 2) == 0.004
