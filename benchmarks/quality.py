@@ -60,6 +60,7 @@ class Recipe:
 
 BASE = {"epochs": 6, "lr_schedule": "constant"}  # conf/embedded before this ablation
 COSINE = {"epochs": 6, "lr_schedule": "cosine"}
+COSINE_10 = {"epochs": 10, "lr_schedule": "cosine"}
 RECIPES = [
     Recipe("baseline: 6 epochs, constant LR", BASE),
     Recipe("baseline + flip averaging", BASE | {"flip_average": True}),
@@ -68,6 +69,10 @@ RECIPES = [
     Recipe("cosine LR, 6 epochs + flip averaging", COSINE | {"flip_average": True}),
     Recipe("cosine LR, 6 epochs + flip + pixels w=0.2", COSINE | {"flip_average": True, "pixel_weight": 0.2}),
     Recipe("cosine LR, 6 epochs + flip + pixels w=0.4", COSINE | {"flip_average": True, "pixel_weight": 0.4}),
+    Recipe("cosine LR, 10 epochs + flip averaging", COSINE_10 | {"flip_average": True}),
+    Recipe(
+        "cosine LR, 10 epochs + flip + pixels w=0.3", COSINE_10 | {"flip_average": True, "pixel_weight": 0.3}
+    ),
 ]
 
 
@@ -78,7 +83,8 @@ def load_catalogue(source: str) -> tuple[Catalogue, np.ndarray]:
     items = pd.concat([frame.assign(table=name) for name, frame in sorted(splits.items())], ignore_index=True)
     pixels = np.stack([decode_png(png) for png in items["image"]])
     buckets = np.array([int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) % 1000 for i in items["item_id"]])
-    held_out = (items["table"].to_numpy() == "train") & (buckets < round(train_component_defaults()["validation_fraction"] * 1000))
+    cut = round(train_component_defaults()["validation_fraction"] * 1000)
+    held_out = (items["table"].to_numpy() == "train") & (buckets < cut)
     return Catalogue(items, pixels), held_out
 
 
