@@ -4,7 +4,8 @@ real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run
 Run in the steps environment (it has full MLflow for the reference; simrec serve runs in .envs/serve):
     .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve]
 
-No trained model is needed: the package is built from an *untrained* `strong` embedding model (128-d).
+No trained model is needed: the package is built from an *untrained* model with the train component's
+default architecture and inference options (strong, 128-d, flip averaging: two forward passes per image).
 Latency does not depend on the weights, only on the architecture and the catalogue size.
 The reference is what a first design would do: an MLflow PythonModel that takes base64 PNGs in a
 DataFrame, runs Keras `model.predict` and an exact numpy search over all 70k embeddings. Both servers
@@ -47,7 +48,8 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
     from simrec.data.catalogue import Items, load_fashion_mnist
     from simrec.embedding import EmbeddingModel
     from simrec.recommender import write_package
-    from simrec.train.model import build_embedding_model
+    from simrec.train.model import build_embedding_model, inference_model
+    from simrec.train.params import TrainParams
 
     started = time.perf_counter()
     splits, _ = load_fashion_mnist(SOURCE, None, workdir / "downloads")
@@ -55,8 +57,10 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
     tf.keras.utils.set_random_seed(0)
     model_file = workdir / "model" / "embedding.keras"
     model_file.parent.mkdir(parents=True, exist_ok=True)
-    if not model_file.exists():
-        build_embedding_model("strong", 128, 0.3).save(model_file)
+    if not model_file.exists():  # the architecture and inference options the train step saves by default
+        defaults = TrainParams.component_defaults()
+        embedder = build_embedding_model(defaults.architecture, defaults.embedding_dim, defaults.dropout)
+        inference_model(embedder, defaults.flip_average, defaults.pixel_weight).save(model_file)
     from simrec.codec import decode_png
 
     vectors_file = workdir / "model" / "vectors.npy"
