@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+
+from json_handler import JsonHandler
 
 API = "/apis/v2beta1"
 
@@ -21,31 +23,20 @@ class KfpStub:
         self.authorizations: list[str | None] = []  # each request's Authorization header
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _reply(self, body: dict[str, Any], status: int = 200) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 url = urlparse(self.path)
                 stub.requests.append(("GET", url.path))
                 stub.authorizations.append(self.headers.get("Authorization"))
                 if url.path == f"{API}/healthz":
-                    self._reply({"multi_user": False})
+                    self.reply({"multi_user": False})
                 elif url.path == f"{API}/experiments":
                     query = json.loads(parse_qs(url.query).get("filter", ["{}"])[0])
                     names = [p.get("string_value") for p in query.get("predicates", [])]
                     found = [e for e in stub.experiments if not names or e["display_name"] in names]
-                    self._reply({"experiments": found, "total_size": len(found)})
+                    self.reply({"experiments": found, "total_size": len(found)})
                 else:
-                    self._reply({"error": "not found"}, 404)
+                    self.reply({"error": "not found"}, 404)
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
@@ -61,9 +52,9 @@ class KfpStub:
                     body |= {"recurring_run_id": str(uuid.uuid4()), "status": "ENABLED"}
                     stub.recurring_runs.append(body)
                 else:
-                    self._reply({"error": "not found"}, 404)
+                    self.reply({"error": "not found"}, 404)
                     return
-                self._reply(body)
+                self.reply(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"

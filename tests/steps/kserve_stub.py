@@ -20,8 +20,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from json_handler import JsonHandler
 
 ROUTE = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/?]+))?$"
@@ -68,18 +70,7 @@ class KubeStub:
         self.lock = threading.Lock()
         stub = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -94,11 +85,12 @@ class KubeStub:
                         }
                     )
                     if self.headers.get("Authorization") != f"Bearer {stub.token}":
-                        return self._answer(401, _status(401, "Unauthorized"))
+                        return self.reply(_status(401, "Unauthorized"), 401)
                     match = ROUTE.match(self.path.split("?")[0])
                     if not match:
-                        return self._answer(404, _status(404, f"no route {self.path}"))
-                    self._answer(*stub.handle(self.command, match["ns"], match["name"], body))
+                        return self.reply(_status(404, f"no route {self.path}"), 404)
+                    status, answer = stub.handle(self.command, match["ns"], match["name"], body)
+                    self.reply(answer, status)
 
             do_GET = do_POST = do_PUT = do_PATCH = _handle
 

@@ -312,6 +312,22 @@ def _serves(status: Status, percent: int) -> bool:
     )
 
 
+def _traffic_back_to(
+    services: InferenceServices, namespace: str, name: str, revision: str, timeout_s: float, poll_s: float
+) -> tuple[Status | None, str | None]:
+    """canaryTrafficPercent 0: KServe sends all traffic back to the revision rolled out before the latest
+    one; waits until `revision` has it all."""
+    services.set_canary(namespace, name, 0)
+    return _wait(
+        services,
+        namespace,
+        name,
+        lambda s: s.traffic.get(revision, 0) == 100,
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+    )
+
+
 def _roll_back_after(
     services: InferenceServices, namespace: str, name: str, before: Status, problem: str, poll_s: float
 ) -> None:
@@ -321,16 +337,8 @@ def _roll_back_after(
     if not stable:
         record["rollback"] = "nothing was rolled out before: nothing to roll back to"
         raise RolloutFailed(f"{where}: {problem}; nothing to roll back to", record)
-    services.set_canary(namespace, name, 0)
     # (the refused revision may well stay failed: only the traffic counts)
-    status, failed = _wait(
-        services,
-        namespace,
-        name,
-        lambda s: s.traffic.get(stable, 0) == 100,
-        timeout_s=ROLLBACK_TIMEOUT_S,
-        poll_s=poll_s,
-    )
+    status, failed = _traffic_back_to(services, namespace, name, stable, ROLLBACK_TIMEOUT_S, poll_s)
     record["rollback"] = {"canaryTrafficPercent": 0, "serving": stable}
     if status is not None:
         record["status"] = status.summary()
@@ -365,15 +373,7 @@ def rollback(
         target = before.previous
     if not target:
         raise InputError(f"{where}: nothing to roll back to (one revision rolled out so far)")
-    services.set_canary(namespace, name, 0)
-    status, problem = _wait(
-        services,
-        namespace,
-        name,
-        lambda s: s.traffic.get(target, 0) == 100,
-        timeout_s=timeout_s,
-        poll_s=poll_s,
-    )
+    status, problem = _traffic_back_to(services, namespace, name, target, timeout_s, poll_s)
     if problem:
         raise InputError(f"{where}: rollback to {target} did not settle: {problem}")
     assert status is not None
