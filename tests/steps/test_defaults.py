@@ -5,6 +5,7 @@ import pytest
 from simrec.errors import InputError
 from simrec.steps.train import build_parser as train_parser
 from simrec.steps.tune import build_parser as tune_parser
+from simrec.steps.tune import main as tune_main
 from simrec.train.params import TrainParams, train_component_defaults
 
 
@@ -45,3 +46,24 @@ def test_tunes_best_values_are_checked_one_by_one(tmp_path) -> None:
         best.write_text(text)
         with pytest.raises(InputError, match=problem):
             TrainParams.values_from_file(best)
+
+
+@pytest.mark.parametrize(
+    ("train_params", "problem"),
+    [("{", "not valid JSON"), ("[1]", "JSON object"), ('{"dropout": 0.3}', "Field required")],
+)
+def test_tune_refuses_bad_training_parameters_before_starting(train_params: str, problem: str) -> None:
+    argv = ["--lineage", "{}", "--search-space", '{"dropout": {"dist": "uniform", "low": 0.1, "high": 0.2}}']
+    argv += ["--max-evals", "1", "--train-params", train_params, "--architecture", "seed"]
+    argv += [
+        "--batch-size",
+        "8",
+        "--validation-fraction",
+        "0.1",
+        "--best-params-out",
+        "b",
+        "--summary-out",
+        "s",
+    ]
+    with pytest.raises(InputError, match=problem):
+        tune_main(argv)
