@@ -11,6 +11,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from train_cli import hyperparameter_flags
 
 from simrec.crash_points import ENV as CRASH_AT
 
@@ -24,16 +25,9 @@ def _command(lineage_file: Path, root: Path) -> list[str]:
         "train",
         "--lineage",
         str(lineage_file),
-        "--architecture",
-        "strong",
-        "--embedding-dim",
-        "16",
-        "--batch-size",
-        "32",
-        "--epochs",
-        str(EPOCHS),
-        "--learning-rate",
-        "0.003",
+        *hyperparameter_flags(
+            architecture="strong", embedding_dim=16, batch_size=32, epochs=EPOCHS, learning_rate=0.003
+        ),
         "--workers",
         "1",
         "--checkpoint-dir",

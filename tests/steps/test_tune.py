@@ -4,6 +4,7 @@ import json
 
 import mlflow
 import pytest
+from train_cli import hyperparameter_flags
 
 from simrec.errors import InputError
 from simrec.lineage import read_lineage
@@ -20,10 +21,6 @@ SPACE = {
     "embedding_dim": {"dist": "choice", "options": [8, 16]},
     "dropout": {"dist": "uniform", "low": 0.0, "high": 0.3},
 }
-
-
-def _flags(values: dict[str, object]) -> list[str]:
-    return [part for name, value in values.items() for part in (f"--{name.replace('_', '-')}", str(value))]
 
 
 def _children(parent_run_id: str) -> list:
@@ -101,11 +98,7 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
             str(lineage_file),
             "--best-params",
             str(best_file),
-            *_flags(
-                TrainParams.component_defaults(architecture="seed", batch_size=32, epochs=1).model_dump()
-            ),
-            "--validation-fraction",
-            str(VALIDATION),
+            *hyperparameter_flags(architecture="seed", batch_size=32, epochs=1),
             "--checkpoint-dir",
             str(tmp_path / "ckpt"),
             "--model-out",
