@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import threading
 import uuid
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from json_handler import JsonHandler
+from json_handler import JsonHandler, LoopbackServer
 
 API = "/apis/v2beta1"
 
@@ -56,10 +54,8 @@ class KfpStub:
                     return
                 self.reply(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = LoopbackServer(Handler)
+        self.url = self._http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()

@@ -20,10 +20,9 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 
-from json_handler import JsonHandler
+from json_handler import JsonHandler, LoopbackServer
 
 ROUTE = re.compile(
     r"^/apis/serving\.kserve\.io/v1beta1/namespaces/(?P<ns>[^/]+)/inferenceservices(?:/(?P<name>[^/?]+))?$"
@@ -94,13 +93,11 @@ class KubeStub:
 
             do_GET = do_POST = do_PUT = do_PATCH = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self._http = LoopbackServer(Handler)
+        self.url = self._http.url
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._http.close()
 
     def writes(self) -> list[dict[str, Any]]:
         return [r for r in self.requests if r["method"] != "GET"]
