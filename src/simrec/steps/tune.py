@@ -402,5 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     report(
         f"{summary['trials']} trials ({summary['failed']} failed, {summary['killed']} killed) in "
         f"{summary['wall_seconds']:.0f} s: "
-        f"best val recall@1 {summary['best_val_recall_at_1']:.4f} with {json.dumps(best, sort_keys=True)}"
+        f"best val recall@1 {summary['best_val_recall_at_1']:.4f} with "
+        # four significant digits to read; best_params keeps the exact values train uses
+        + json.dumps({k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in sorted(best.items())})
     )
