@@ -56,6 +56,14 @@ def item_label(label: Any, label_name: Any) -> tuple[int | None, str | None]:
     return int(label), str(label_name)
 
 
+def _described(items: pd.DataFrame) -> list[tuple[str, int | None, str | None]]:
+    """(item_id, label, label_name) per items row, made once: answers are built from it per request."""
+    return [
+        (str(item_id), *item_label(label, name))
+        for item_id, label, name in zip(items["item_id"], items["label"], items["label_name"], strict=True)
+    ]
+
+
 class Recommender:
     """Top-k visually similar catalogue items for an image or for a catalogue item."""
 
@@ -79,19 +87,17 @@ class Recommender:
                 f"{len(self.items)} items and a {self.model.dim}-d model"
             )
         self.rows = pd.Series(np.arange(len(self.items)), index=self.items["item_id"])
+        self._described = _described(self.items)
 
     @property
     def index_version(self) -> int:
         return int(self.manifest["index"]["version"])
 
     def _neighbours(self, scores: np.ndarray, rows: np.ndarray, skip: list[int | None], k: int) -> list:
-        ids = self.items["item_id"].to_numpy()
-        labels = self.items["label"].to_numpy()
-        names = self.items["label_name"].to_numpy()
         answers = []
         for score_row, index_row, own in zip(scores, rows, skip, strict=True):
             found = [
-                Neighbour(str(ids[r]), *item_label(labels[r], names[r]), float(s))
+                Neighbour(*self._described[r], float(s))
                 for s, r in zip(score_row, index_row, strict=True)
                 if r >= 0 and r != own
             ]
@@ -147,6 +153,7 @@ class Recommender:
             grown.index.hnsw.efSearch = ef_search
         grown.items = pd.concat([self.items, new], ignore_index=True)
         grown.rows = pd.Series(np.arange(len(grown.items)), index=grown.items["item_id"])
+        grown._described = self._described + _described(new)
         index_settings = self.manifest["index"] | {"version": self.index_version + 1}
         grown.manifest = self.manifest | {"items": len(grown.items), "index": index_settings}
         return grown

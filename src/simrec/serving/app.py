@@ -1,4 +1,4 @@
-"""The HTTP routes. Query routes are async: image queries are batched in the event loop (batcher.py);
+"""The HTTP routes. Query routes are async: image queries are batched onto model threads (batcher.py);
 item queries need no model and run inline. Admin routes, which load packages for seconds, are plain
 `def` (FastAPI's thread pool), so queries keep being answered meanwhile."""
 
@@ -8,6 +8,7 @@ import base64
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -79,6 +80,8 @@ def create_app(
     token: str | None,
     max_body: int = 1 << 20,
     max_admin_body: int = 64 << 20,
+    model_threads: int = 1,
+    model_thread_setup: Callable[[], None] | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="simrec: visually similar items",
@@ -89,7 +92,7 @@ def create_app(
         responses=ERRORS,
     )
     page = (files("simrec.serving") / "page.html").read_text()
-    batcher = Batcher()
+    batcher = Batcher(model_threads, model_thread_setup)
 
     def serving() -> Served:
         current = state.current

@@ -1,20 +1,24 @@
-"""Dynamic batching of image queries: the image requests that reached the model step in the same
-event-loop iteration are embedded and searched as one batch. On a small CNN a call costs mostly fixed
-overhead (8 images take ~2.5x the time of 1), so under concurrent load this multiplies throughput, and
-with one request at a time it adds nothing (the batch is that request).
+"""Dynamic batching of image queries onto model threads. The event loop parses requests and writes
+answers; each model thread embeds and searches one batch at a time, and the image queries that arrive
+while every model thread is busy form the next batch. TensorFlow and faiss release the GIL while they
+compute, so batches on different cores and the event loop overlap. One request at a time is a batch of
+one and waits for nothing.
 
-It runs in the event loop itself. A worker thread was tried first (its model call would overlap HTTP
-handling on the other core) and measured slower at 8 clients: each hand-off of the GIL between the
-loop and the worker can wait a whole switch interval under load."""
+Measured on 2 cores, 8 clients, the 70k benchmark package: batching inside the event loop (the first
+design) ~480 req/s; one model thread ~560-640; two model threads ~750-940 (benchmarks/serve.py)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from simrec.recommender import Neighbour, Recommender
+
+Answer = tuple[list[list[Neighbour]] | None, BaseException | None]
 
 
 @dataclass
@@ -25,30 +29,6 @@ class _Job:
     future: asyncio.Future
 
 
-def _settle(future: asyncio.Future, result: object, error: BaseException | None) -> None:
-    if future.done():  # the client went away and the request was cancelled
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
-def _run_group(group: list[_Job]) -> None:
-    try:
-        k = max(job.k for job in group)
-        answers = group[0].recommender.similar_to_pixels(np.concatenate([job.pixels for job in group]), k)
-    except Exception as error:  # each waiting request gets it (and answers 500) instead of hanging
-        for job in group:
-            _settle(job.future, None, error)
-        return
-    start = 0
-    for job in group:
-        rows: list[list[Neighbour]] = [row[: job.k] for row in answers[start : start + len(job.pixels)]]
-        start += len(job.pixels)
-        _settle(job.future, rows, None)
-
-
 def _by_recommender(jobs: list[_Job]) -> list[list[_Job]]:
     """A deploy may switch versions between two requests of one batch: each runs on its own version."""
     groups: dict[int, list[_Job]] = {}
@@ -57,22 +37,57 @@ def _by_recommender(jobs: list[_Job]) -> list[list[_Job]]:
     return list(groups.values())
 
 
-class Batcher:
-    """The model call is scheduled right after the requests of the current loop iteration (call_soon)
-    and blocks the loop for its ~1-3 ms."""
+def _compute(jobs: list[_Job]) -> list[Answer]:
+    """On the model thread: touches no asyncio object, returns one answer or error per job."""
+    answers: dict[int, Answer] = {}
+    for group in _by_recommender(jobs):
+        try:
+            k = max(job.k for job in group)
+            rows = group[0].recommender.similar_to_pixels(np.concatenate([job.pixels for job in group]), k)
+        except Exception as error:  # each waiting request gets it (and answers 500) instead of hanging
+            answers.update((id(job), (None, error)) for job in group)
+            continue
+        start = 0
+        for job in group:
+            answers[id(job)] = ([row[: job.k] for row in rows[start : start + len(job.pixels)]], None)
+            start += len(job.pixels)
+    return [answers[id(job)] for job in jobs]
 
-    def __init__(self) -> None:
+
+class Batcher:
+    """At most `model_threads` batches are computed at once; requests arriving meanwhile wait for the
+    first thread to come free, and go as one batch."""
+
+    def __init__(self, model_threads: int = 1, thread_setup: Callable[[], None] | None = None) -> None:
         self._pending: list[_Job] = []
+        self._idle = model_threads
+        # thread_setup: per-thread settings the model threads need (faiss's OpenMP thread count)
+        self._model_thread = ThreadPoolExecutor(model_threads, "model", initializer=thread_setup)
 
     async def similar_to_pixels(self, recommender: Recommender, pixels: np.ndarray, k: int) -> list:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append(_Job(recommender, pixels, k, future))
+        if self._idle and len(self._pending) == 1:
+            # after the current loop iteration: the requests already read join this batch
+            loop.call_soon(self._submit, loop)
         return await future
 
-    def _flush(self) -> None:
+    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._pending:
+            return
+        self._idle -= 1
         jobs, self._pending = self._pending, []
-        for group in _by_recommender(jobs):
-            _run_group(group)
+        done = self._model_thread.submit(_compute, jobs)
+        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, loop, jobs, done))
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future) -> None:
+        for job, (rows, error) in zip(jobs, done.result(), strict=True):
+            if job.future.done():  # the client went away and the request was cancelled
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(rows)
+        self._idle += 1
+        self._submit(loop)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -11,6 +12,7 @@ import threading
 from simrec.errors import InputError
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+MODEL_THREADS_VARIABLE = "SIMREC_MODEL_THREADS"
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         default=1,
-        help="TensorFlow intra-op and faiss threads per request (default 1: concurrent requests, not "
-        "one request, use the cores)",
+        help="TensorFlow intra-op and faiss threads per batch (default 1: concurrent batches, not one "
+        "batch, use the cores)",
+    )
+    parser.add_argument(
+        "--model-threads",
+        type=int,
+        default=int(os.environ.get(MODEL_THREADS_VARIABLE) or os.cpu_count() or 1),
+        help=f"batches embedded and searched at once (default: ${MODEL_THREADS_VARIABLE}, else the CPU "
+        "count); TensorFlow and faiss run them in parallel, outside Python's GIL",
     )
     parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="inference request limit")
     parser.add_argument("--max-admin-body-bytes", type=int, default=64 << 20, help="admin request limit")
@@ -42,13 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def limit_threads(threads: int) -> None:
-    """Before any model loads: TensorFlow's pools are fixed at first use."""
-    import faiss
+def limit_threads(threads: int, model_threads: int = 1) -> None:
+    """Before any model loads: TensorFlow's pools are fixed at first use. Each model thread runs one
+    batch's graph at a time, so TensorFlow needs as many inter-op threads to run them side by side."""
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(model_threads)
+    faiss_threads(threads)
+
+
+def faiss_threads(threads: int) -> None:
+    """OpenMP's thread count is a per-thread setting: every thread that searches sets it."""
+    import faiss
+
     faiss.omp_set_num_threads(threads)
 
 
@@ -64,12 +80,19 @@ def main(argv: list[str] | None = None) -> None:
     from simrec.serving.app import create_app
     from simrec.serving.state import Refused, ServingState
 
-    limit_threads(args.threads)
+    limit_threads(args.threads, args.model_threads)
     # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
     # instead of the default 5 ms, so queries answered meanwhile stay fast.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
     state = ServingState(args.model_name)
-    app = create_app(state, token, args.max_body_bytes, args.max_admin_body_bytes)
+    app = create_app(
+        state,
+        token,
+        args.max_body_bytes,
+        args.max_admin_body_bytes,
+        model_threads=args.model_threads,
+        model_thread_setup=functools.partial(faiss_threads, args.threads),
+    )
 
     def load_first() -> None:
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from simrec.serving.cli import TOKEN_VARIABLE
+from simrec.serving.cli import MODEL_THREADS_VARIABLE, TOKEN_VARIABLE
 
 API_VERSION = "serving.kserve.io/v1beta1"
 GROUP, VERSION = API_VERSION.split("/")
@@ -103,6 +103,11 @@ def render_inference_service(
             {
                 "name": TOKEN_VARIABLE,
                 "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
+            },
+            # The container's CPU limit (rounded up), not the node's CPU count that the process sees.
+            {
+                "name": MODEL_THREADS_VARIABLE,
+                "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
             },
         ],
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],

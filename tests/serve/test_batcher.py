@@ -1,0 +1,83 @@
+"""The batcher's scheduling, with stand-in recommenders that record what they were asked (the served
+model's answers through batching are tested over HTTP in test_api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from simrec.recommender import Neighbour
+from simrec.serving.batcher import Batcher
+
+
+class Recording:
+    """Answers each image with neighbours named after its first pixel; records batch sizes and how many
+    batches ran at once."""
+
+    def __init__(self, seconds: float = 0.02, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.batches: list[int] = []
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def similar_to_pixels(self, pixels: np.ndarray, k: int) -> list[list[Neighbour]]:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+            self.batches.append(len(pixels))
+        time.sleep(self.seconds)
+        with self.lock:
+            self.running -= 1
+        if self.fail:
+            raise RuntimeError("broken model")
+        return [[Neighbour(f"{image[0, 0]}-{i}", None, None, 1.0) for i in range(k)] for image in pixels]
+
+
+def image(value: int) -> np.ndarray:
+    return np.full((1, 28, 28), value, np.uint8)
+
+
+async def ask_all(batcher: Batcher, recommenders: list, count: int, apart: float = 0.0) -> list:
+    """`count` queries, the n-th sent n x `apart` seconds after the first."""
+
+    async def ask(n: int) -> list:
+        await asyncio.sleep(n * apart)
+        return await batcher.similar_to_pixels(recommenders[n % len(recommenders)], image(n), 1 + n % 3)
+
+    return await asyncio.gather(*(ask(n) for n in range(count)), return_exceptions=True)
+
+
+@pytest.mark.parametrize("model_threads", [1, 2])
+def test_concurrent_queries_are_batched_at_most_model_threads_at_once(model_threads):
+    recommender = Recording(seconds=0.02)
+    answers = asyncio.run(ask_all(Batcher(model_threads), [recommender], 20, apart=0.004))
+    assert [[n.item_id for n in answer[0]] for answer in answers] == [
+        [f"{n}-{i}" for i in range(1 + n % 3)] for n in range(20)
+    ]
+    assert recommender.most_at_once == model_threads
+    assert sum(recommender.batches) == 20
+    assert len(recommender.batches) < 20  # queries that waited for a free model thread went together
+    assert recommender.batches[0] == 1  # the first query waited for nothing
+
+
+def test_queries_read_in_one_loop_iteration_go_as_one_batch():
+    recommender = Recording()
+    asyncio.run(ask_all(Batcher(2), [recommender], 12))
+    assert recommender.batches == [12]
+
+
+def test_a_failing_version_fails_only_its_own_queries():
+    """A deploy can switch versions between the queries of one batch: each version answers its own."""
+    good, broken = Recording(), Recording(fail=True)
+    answers = asyncio.run(ask_all(Batcher(1), [good, broken], 10))
+    for n, answer in enumerate(answers):
+        if n % 2:
+            assert isinstance(answer, RuntimeError)
+        else:
+            assert answer[0][0].item_id == f"{n}-0"
