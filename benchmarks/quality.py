@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from simrec.codec import decode_png
 from simrec.data.catalogue import load_fashion_mnist
+from simrec.descriptors import GradientHistogram
 from simrec.embedding import EmbeddingModel, pixel_vectors
 from simrec.steps.evaluate import Catalogue, measure
 from simrec.train.data import Arrays, memory_source
@@ -38,7 +38,7 @@ from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
 from simrec.train.model import inference_model
 from simrec.train.params import TrainParams, train_component_defaults
 
-INFERENCE_OPTIONS = ("flip_average", "pixel_weight")
+INFERENCE_OPTIONS = ("flip_average", "pixel_weight", "hog_weight")
 COLUMNS = ("recall_at_1", "recall_at_5", "map_at_10")
 
 
@@ -51,7 +51,7 @@ class Recipe:
         """What is trained (recipes equal in this share one trained model): inference options off, as
         scores() applies them to the trained model."""
         values = {k: v for k, v in self.params.items() if k not in INFERENCE_OPTIONS}
-        return TrainParams.component_defaults(**values, flip_average=False, pixel_weight=0.0)
+        return TrainParams.component_defaults(**values, flip_average=False, pixel_weight=0.0, hog_weight=0.0)
 
     def inference(self) -> dict[str, Any]:
         defaults = TrainParams.component_defaults()
@@ -73,6 +73,12 @@ RECIPES = [
     Recipe(
         "cosine LR, 10 epochs + flip + pixels w=0.3", COSINE_10 | {"flip_average": True, "pixel_weight": 0.3}
     ),
+    Recipe("cosine LR, 10 epochs + flip + HOG w=0.3", COSINE_10 | {"flip_average": True, "hog_weight": 0.3}),
+    Recipe("cosine LR, 10 epochs + flip + HOG w=0.5", COSINE_10 | {"flip_average": True, "hog_weight": 0.5}),
+    Recipe(
+        "cosine LR, 10 epochs + flip + HOG w=0.4 + pixels w=0.1",
+        COSINE_10 | {"flip_average": True, "hog_weight": 0.4, "pixel_weight": 0.1},
+    ),
 ]
 
 
@@ -80,8 +86,9 @@ def load_catalogue(source: str) -> tuple[Catalogue, np.ndarray]:
     """(the catalogue as evaluate sees it, the rows of the train table held out for validation)."""
     with tempfile.TemporaryDirectory() as scratch:
         splits, _ = load_fashion_mnist(source, None, Path(scratch))
-    items = pd.concat([frame.assign(table=name) for name, frame in sorted(splits.items())], ignore_index=True)
-    pixels = np.stack([decode_png(png) for png in items["image"]])
+    names = sorted(splits)
+    items = pd.concat([splits[name].encoded().assign(table=name) for name in names], ignore_index=True)
+    pixels = np.concatenate([splits[name].pixels for name in names])
     buckets = np.array([int(hashlib.sha256(i.encode()).hexdigest()[:8], 16) % 1000 for i in items["item_id"]])
     cut = round(train_component_defaults()["validation_fraction"] * 1000)
     held_out = (items["table"].to_numpy() == "train") & (buckets < cut)
@@ -124,7 +131,7 @@ def scores(model_file: Path, recipe: Recipe, catalogue: Catalogue, exclude: tupl
     options = recipe.inference()
     with tempfile.TemporaryDirectory() as scratch:
         wrapped = Path(scratch) / EMBEDDING_MODEL_FILE
-        inference_model(embedder, options["flip_average"], options["pixel_weight"]).save(wrapped)
+        inference_model(embedder, **options).save(wrapped)
         vectors = EmbeddingModel(wrapped).embed_pixels(catalogue.pixels)
     return measure(vectors, catalogue, exclude)
 
@@ -139,7 +146,11 @@ def main() -> None:
     unseen = tuple(int(c) for c in args.unseen.split(","))
     chosen = [RECIPES[int(i)] for i in args.recipes.split(",")] if args.recipes else RECIPES
     catalogue, held_out = load_catalogue(args.source)
-    rows = [("raw pixels", measure(pixel_vectors(catalogue.pixels), catalogue, unseen), {}, {})]
+    hog = tf.math.l2_normalize(GradientHistogram()(catalogue.pixels[..., None]), axis=1).numpy()
+    rows = [
+        ("raw pixels", measure(pixel_vectors(catalogue.pixels), catalogue, unseen), {}, {}),
+        ("HOG (training-free, the hog_weight descriptor alone)", measure(hog, catalogue, unseen), {}, {}),
+    ]
     for recipe in chosen:
         measured, seconds = {}, {}
         for protocol, exclude in (("all", ()), ("unseen", unseen)):

@@ -5,7 +5,8 @@ Run in the steps environment (it has full MLflow for the reference; simrec serve
     .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve]
 
 No trained model is needed: the package is built from an *untrained* model with the train component's
-default architecture and inference options (strong, 128-d, flip averaging: two forward passes per image).
+default architecture and inference options (strong, 128-d, flip averaging: two forward passes per image;
+descriptor fusion as the defaults set it). A --workdir per set of defaults: the package is reused.
 Latency does not depend on the weights, only on the architecture and the catalogue size.
 The reference is what a first design would do: an MLflow PythonModel that takes base64 PNGs in a
 DataFrame, runs Keras `model.predict` and an exact numpy search over all 70k embeddings. Both servers
@@ -60,7 +61,9 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
     if not model_file.exists():  # the architecture and inference options the train step saves by default
         defaults = TrainParams.component_defaults()
         embedder = build_embedding_model(defaults.architecture, defaults.embedding_dim, defaults.dropout)
-        inference_model(embedder, defaults.flip_average, defaults.pixel_weight).save(model_file)
+        inference_model(embedder, defaults.flip_average, defaults.pixel_weight, defaults.hog_weight).save(
+            model_file
+        )
     from simrec.codec import decode_png
 
     vectors_file = workdir / "model" / "vectors.npy"
@@ -98,6 +101,7 @@ from PIL import Image
 class NaiveSimilar(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import tensorflow as tf
+        import simrec.descriptors  # registers the HOG layer a model with hog_weight > 0 holds
 
         self.model = tf.keras.models.load_model(context.artifacts["model"], compile=False)
         self.vectors = np.load(context.artifacts["vectors"])

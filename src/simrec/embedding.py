@@ -28,6 +28,8 @@ class EmbeddingModel:
     def __init__(self, path: Path) -> None:
         import tensorflow as tf
 
+        import simrec.descriptors  # noqa: F401  registers the descriptor layers a saved model may use
+
         self.path = Path(path)
         self.model_id = file_sha256(self.path)
         self._model = tf.keras.models.load_model(self.path, compile=False)

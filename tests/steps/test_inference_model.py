@@ -1,11 +1,13 @@
-"""The saved model's inference options (flip averaging, pixel fusion) against NumPy, through the loader
-evaluate and serving use, and the cosine learning-rate schedule."""
+"""The saved model's inference options (flip averaging, pixel and HOG fusion) against NumPy, through the
+loader evaluate and serving use, and the cosine learning-rate schedule."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from simrec.descriptors import GradientHistogram
 from simrec.embedding import EmbeddingModel
+from simrec.errors import InputError
 from simrec.train.loop import WARMUP_SHARE, learning_rate
 from simrec.train.model import build_embedding_model, inference_model
 from simrec.train.params import TrainParams
@@ -49,6 +51,59 @@ def test_saved_inference_model_is_the_formula(embedder, images, flip, weight, tm
         )
     np.testing.assert_allclose(got, expected, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def gradient_histogram_numpy(image: np.ndarray, cell: int = 4, bins: int = 9) -> np.ndarray:
+    """HOG as written down by Dalal & Triggs, pixel by pixel: central differences (0 on the border),
+    unsigned angle, magnitude split linearly between the two nearest of `bins` bins, cell sums, sqrt."""
+    x = image.astype(np.float64)
+    size = x.shape[0]
+    histogram = np.zeros((size // cell, size // cell, bins))
+    for r in range(size):
+        for c in range(size):
+            gx = x[r, c + 1] - x[r, c - 1] if 0 < c < size - 1 else 0.0
+            gy = x[r + 1, c] - x[r - 1, c] if 0 < r < size - 1 else 0.0
+            angle = np.arctan2(gy, gx) % np.pi
+            position = angle / np.pi * bins
+            lower = int(np.floor(position))
+            share = position - lower
+            magnitude = np.hypot(gx, gy)
+            histogram[r // cell, c // cell, lower % bins] += magnitude * (1 - share)
+            histogram[r // cell, c // cell, (lower + 1) % bins] += magnitude * share
+    return np.sqrt(histogram).reshape(-1)
+
+
+def test_gradient_histogram_is_hog_written_out(images) -> None:
+    expected = np.stack([gradient_histogram_numpy(image) for image in images])
+    got = GradientHistogram()(images[..., None].astype(np.float32)).numpy()
+    assert got.shape == (len(images), 7 * 7 * 9)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_hog_fusion_cosine_is_the_weighted_sum_and_loads_with_the_layer_registered(
+    embedder, images, tmp_path
+):
+    path = tmp_path / "embedding.keras"
+    inference_model(embedder, True, 0.1, hog_weight=0.4).save(path)
+    got = EmbeddingModel(path).embed_pixels(images)  # loads the custom layer by simrec's registration
+
+    x = images[..., None].astype(np.float32)
+    embedding = _unit(embedder(x).numpy() + embedder(x[:, :, ::-1]).numpy())
+    pixels = _unit(images.reshape(len(images), -1).astype(np.float64))
+    hog = _unit(np.stack([gradient_histogram_numpy(image) for image in images]))
+    assert got.shape == (len(images), 8 + 784 + 441)
+    np.testing.assert_allclose(
+        got @ got.T,
+        0.5 * embedding @ embedding.T + 0.1 * pixels @ pixels.T + 0.4 * hog @ hog.T,
+        atol=1e-5,
+    )
+
+
+def test_descriptor_weights_must_leave_the_embedding_a_share(embedder) -> None:
+    with pytest.raises(InputError, match="pixel_weight \\+ hog_weight must be below 1"):
+        TrainParams.component_defaults(pixel_weight=0.5, hog_weight=0.5)
+    with pytest.raises(ValueError, match="below 1"):
+        inference_model(embedder, False, 0.6, hog_weight=0.4)
 
 
 def test_without_options_the_embedder_itself_is_saved(embedder) -> None:

@@ -169,7 +169,7 @@ def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | N
     tf.keras.utils.set_random_seed(params.seed + rank)
     embedder, model = build_training_model(params)
     # What is validated and saved (and so evaluated and served): the embedder with its inference options
-    exported = inference_model(embedder, params.flip_average, params.pixel_weight)
+    exported = inference_model(embedder, params.flip_average, params.pixel_weight, params.hog_weight)
     optimizer = tf.keras.optimizers.Adam(learning_rate(params, job.steps_per_epoch, size))
     optimizer.build(trained_variables(model, params))
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)

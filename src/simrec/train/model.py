@@ -1,7 +1,8 @@
 """Embedding models: a CNN mapping a 28x28 grayscale image (pixel values 0-255) to an L2-normalised
 embedding, plus the cosine-softmax head used only while training.
 
-The saved embedding model uses built-in Keras layers only, so serving loads it without simrec code."""
+The saved embedding model uses built-in Keras layers only, so serving loads it without simrec code — except
+with `hog_weight` > 0, whose descriptor layer simrec.embedding registers before loading."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Literal
 
 import numpy as np
 import tensorflow as tf
+
+from simrec.descriptors import GradientHistogram
 
 Architecture = Literal["seed", "strong"]
 ARCHITECTURES: tuple[str, ...] = ("seed", "strong")
@@ -59,25 +62,36 @@ def _mirrored(images: tf.Tensor) -> tf.Tensor:
     return tf.keras.layers.Reshape(INPUT_SHAPE)(flipped)
 
 
-def inference_model(embedder: tf.keras.Model, flip_average: bool, pixel_weight: float) -> tf.keras.Model:
+def inference_model(
+    embedder: tf.keras.Model, flip_average: bool, pixel_weight: float, hog_weight: float = 0.0
+) -> tf.keras.Model:
     """The model that is saved, evaluated and served: the trained embedder, optionally averaged with its
     embedding of the left-right mirrored image (test-time augmentation; training flips images too), and
-    optionally fused with the image's L2-normalised pixels so that the cosine of two fused vectors is
-    (1 - pixel_weight) x embedding cosine + pixel_weight x pixel cosine. Shares the embedder's weights."""
-    if not flip_average and pixel_weight == 0.0:
+    optionally fused with training-free descriptors of the image — its L2-normalised pixels
+    (`pixel_weight`) and its normalised histograms of oriented gradients (`hog_weight`, 441 values) — so
+    that the cosine of two fused vectors is (1 - pixel_weight - hog_weight) x embedding cosine +
+    pixel_weight x pixel cosine + hog_weight x HOG cosine. Shares the embedder's weights."""
+    if pixel_weight + hog_weight >= 1.0:
+        raise ValueError(f"pixel_weight + hog_weight must be below 1, got {pixel_weight} + {hog_weight}")
+    if not flip_average and pixel_weight == 0.0 and hog_weight == 0.0:
         return embedder
     images = tf.keras.Input(shape=INPUT_SHAPE, name="image")
     embedding = embedder(images)
     if flip_average:
         averaged = tf.keras.layers.Average()([embedding, embedder(_mirrored(images))])
         embedding = tf.keras.layers.UnitNormalization(name="flip_averaged")(averaged)
-    if pixel_weight > 0.0:
-        pixels = tf.keras.layers.UnitNormalization()(tf.keras.layers.Flatten()(images))
+    descriptors = {
+        "pixels": (pixel_weight, lambda: tf.keras.layers.Flatten()(images)),
+        "hog": (hog_weight, lambda: GradientHistogram(name="gradient_histogram")(images)),
+    }
+    parts = [(1.0 - pixel_weight - hog_weight, embedding)] + [
+        (weight, tf.keras.layers.UnitNormalization(name=f"{name}_normalised")(describe()))
+        for name, (weight, describe) in descriptors.items()
+        if weight > 0.0
+    ]
+    if len(parts) > 1:
         embedding = tf.keras.layers.Concatenate(name="fused")(
-            [
-                tf.keras.layers.Rescaling(math.sqrt(1.0 - pixel_weight))(embedding),
-                tf.keras.layers.Rescaling(math.sqrt(pixel_weight))(pixels),
-            ]
+            [tf.keras.layers.Rescaling(math.sqrt(weight))(part) for weight, part in parts]
         )
     return tf.keras.Model(images, embedding, name=f"{embedder.name}_inference")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from simrec import paths
 from simrec.errors import InputError, validation_problems
@@ -40,7 +40,17 @@ class TrainParams(BaseModel):
     augment: bool
     flip_average: bool
     pixel_weight: float = Field(ge=0.0, lt=1.0)
+    hog_weight: float = Field(ge=0.0, lt=1.0)
     seed: int
+
+    @model_validator(mode="after")
+    def _embedding_keeps_a_share(self) -> TrainParams:
+        if self.pixel_weight + self.hog_weight >= 1.0:
+            raise ValueError(
+                f"pixel_weight + hog_weight must be below 1 (the embedding's share), got "
+                f"{self.pixel_weight} + {self.hog_weight}"
+            )
+        return self
 
     @classmethod
     def parse(cls, values: dict[str, Any], origin: str = "training parameters") -> TrainParams:
