@@ -99,6 +99,19 @@ def test_hog_fusion_cosine_is_the_weighted_sum_and_loads_with_the_layer_register
     )
 
 
+def test_an_image_without_gradients_still_gets_a_unit_vector(embedder, tmp_path) -> None:
+    """A uniform image has no gradients to normalise (its HOG is zero): the other parts take the share."""
+    path = tmp_path / "embedding.keras"
+    inference_model(embedder, True, 0.2, hog_weight=0.5).save(path)
+    uniform = np.full((2, 28, 28), 128, np.uint8)
+    got = EmbeddingModel(path).embed_pixels(uniform)
+    x = uniform[..., None].astype(np.float32)
+    embedding = _unit(embedder(x).numpy() + embedder(x[:, :, ::-1]).numpy())
+    pixels = _unit(uniform.reshape(2, -1).astype(np.float64))
+    expected = np.concatenate([np.sqrt(0.3) * embedding, np.sqrt(0.2) * pixels, np.zeros((2, 441))], axis=1)
+    np.testing.assert_allclose(got, expected / np.sqrt(0.5), atol=1e-5)
+
+
 def test_descriptor_weights_must_leave_the_embedding_a_share(embedder) -> None:
     with pytest.raises(InputError, match="pixel_weight \\+ hog_weight must be below 1"):
         TrainParams.component_defaults(pixel_weight=0.5, hog_weight=0.5)

@@ -70,7 +70,8 @@ def inference_model(
     optionally fused with training-free descriptors of the image — its L2-normalised pixels
     (`pixel_weight`) and its normalised histograms of oriented gradients (`hog_weight`, 441 values) — so
     that the cosine of two fused vectors is (1 - pixel_weight - hog_weight) x embedding cosine +
-    pixel_weight x pixel cosine + hog_weight x HOG cosine. Shares the embedder's weights."""
+    pixel_weight x pixel cosine + hog_weight x HOG cosine (for images with some pixels and gradients).
+    Shares the embedder's weights."""
     if pixel_weight + hog_weight >= 1.0:
         raise ValueError(f"pixel_weight + hog_weight must be below 1, got {pixel_weight} + {hog_weight}")
     if not flip_average and pixel_weight == 0.0 and hog_weight == 0.0:
@@ -90,9 +91,12 @@ def inference_model(
         if weight > 0.0
     ]
     if len(parts) > 1:
-        embedding = tf.keras.layers.Concatenate(name="fused")(
+        fused = tf.keras.layers.Concatenate(name="fused")(
             [tf.keras.layers.Rescaling(math.sqrt(weight))(part) for weight, part in parts]
         )
+        # A no-op while every part is a unit vector; a blank image has no pixels or gradients to normalise
+        # (that part is zero), and this keeps its vector unit-length, the embedding taking the share.
+        embedding = tf.keras.layers.UnitNormalization(name="fused_normalised")(fused)
     return tf.keras.Model(images, embedding, name=f"{embedder.name}_inference")
 
 
