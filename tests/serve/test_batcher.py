@@ -1,14 +1,18 @@
 """The batcher's scheduling, with stand-in recommenders that record what they were asked (the served
-model's answers through batching are tested over HTTP in test_api.py)."""
+model's answers through batching are tested over HTTP in test_api.py), and the thread counts' checks."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from serve_helpers import free_port
 
 from simrec.recommender import Neighbour
 from simrec.serving.batcher import Batcher
@@ -81,3 +85,19 @@ def test_a_failing_version_fails_only_its_own_queries():
             assert isinstance(answer, RuntimeError)
         else:
             assert answer[0][0].item_id == f"{n}-0"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--model-threads", "0"], {}, "argument --model-threads: must be at least 1, got 0"),
+        (["--threads", "two"], {}, "argument --threads: not an integer: 'two'"),
+        ([], {"SIMREC_MODEL_THREADS": "abc"}, "$SIMREC_MODEL_THREADS: not an integer: 'abc'"),
+        ([], {"SIMREC_MODEL_THREADS": "-1"}, "$SIMREC_MODEL_THREADS: must be at least 1, got -1"),
+    ],
+)
+def test_bad_thread_counts_are_refused_before_the_server_starts(args, env, message, tmp_path):
+    command = [sys.executable, "-m", "simrec", "serve", "--no-auth", "--port", str(free_port()), *args]
+    finished = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=120)
+    assert finished.returncode != 0
+    assert message in finished.stderr and "Traceback" not in finished.stderr

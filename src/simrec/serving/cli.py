@@ -16,6 +16,27 @@ MODEL_THREADS_VARIABLE = "SIMREC_MODEL_THREADS"
 log = logging.getLogger(__name__)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def default_model_threads() -> int:
+    """SIMREC_MODEL_THREADS (the container's CPU limit on a cluster), else the CPU count."""
+    text = os.environ.get(MODEL_THREADS_VARIABLE)
+    if not text:
+        return os.cpu_count() or 1
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"${MODEL_THREADS_VARIABLE}: {exc}") from exc
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simrec serve",
@@ -30,15 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-auth", action="store_true", help="serve without a token (local use only)")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="TensorFlow intra-op and faiss threads per batch (default 1: concurrent batches, not one "
         "batch, use the cores)",
     )
     parser.add_argument(
         "--model-threads",
-        type=int,
-        default=int(os.environ.get(MODEL_THREADS_VARIABLE) or os.cpu_count() or 1),
+        type=positive_int,
         help=f"batches embedded and searched at once (default: ${MODEL_THREADS_VARIABLE}, else the CPU "
         "count); TensorFlow and faiss run them in parallel, outside Python's GIL",
     )
@@ -70,6 +90,7 @@ def faiss_threads(threads: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    model_threads = args.model_threads or default_model_threads()
     token = None if args.no_auth else os.environ.get(TOKEN_VARIABLE)
     if not token and not args.no_auth:
         raise InputError(
@@ -80,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     from simrec.serving.app import create_app
     from simrec.serving.state import Refused, ServingState
 
-    limit_threads(args.threads, args.model_threads)
+    limit_threads(args.threads, model_threads)
     # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
     # instead of the default 5 ms, so queries answered meanwhile stay fast.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
@@ -90,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         token,
         args.max_body_bytes,
         args.max_admin_body_bytes,
-        model_threads=args.model_threads,
+        model_threads=model_threads,
         model_thread_setup=functools.partial(faiss_threads, args.threads),
     )
 
