@@ -79,6 +79,16 @@ RECIPES = [
         "cosine LR, 10 epochs + flip + HOG w=0.4 + pixels w=0.1",
         COSINE_10 | {"flip_average": True, "hog_weight": 0.4, "pixel_weight": 0.1},
     ),
+    Recipe(
+        "cosine LR, 10 epochs + HOG w=0.5 (no flip)", COSINE_10 | {"flip_average": False, "hog_weight": 0.5}
+    ),
+    Recipe("cosine LR, 10 epochs + flip + HOG w=0.7", COSINE_10 | {"flip_average": True, "hog_weight": 0.7}),
+    Recipe(
+        "cosine LR, 10 epochs + HOG w=0.6 (no flip)", COSINE_10 | {"flip_average": False, "hog_weight": 0.6}
+    ),
+    Recipe(
+        "cosine LR, 10 epochs + HOG w=0.7 (no flip)", COSINE_10 | {"flip_average": False, "hog_weight": 0.7}
+    ),
 ]
 
 
