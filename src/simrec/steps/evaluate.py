@@ -392,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-recall-at-1", type=float, default=0.0)
     parser.add_argument("--max-regression", type=float, default=0.0)
     parser.add_argument("--index-m", type=int, default=32, help="HNSW graph degree")
-    parser.add_argument("--index-ef-search", type=int, default=128, help="HNSW search breadth")
+    parser.add_argument(
+        "--index-ef-search", type=int, default=IndexSpec.ef_search, help="HNSW search breadth"
+    )
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--git-sha", default="unknown")
     parser.add_argument("--package-out", type=Path, required=True, help="folder for the recommender package")
