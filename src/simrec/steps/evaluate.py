@@ -391,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate-mode", choices=GATE_MODES, default="enabled")
     parser.add_argument("--min-recall-at-1", type=float, default=0.0)
     parser.add_argument("--max-regression", type=float, default=0.0)
-    parser.add_argument("--index-m", type=int, default=32, help="HNSW graph degree")
+    parser.add_argument("--index-m", type=int, default=IndexSpec.m, help="HNSW graph degree")
     parser.add_argument(
         "--index-ef-search", type=int, default=IndexSpec.ef_search, help="HNSW search breadth"
     )
