@@ -9,7 +9,17 @@ from typing import Literal
 
 import numpy as np
 
+from simrec.errors import InputError
+
 IndexKind = Literal["hnsw", "exact"]
+# faiss takes smaller values without a word: an HNSW degree below 2 crashes it (segfault or assertion),
+# an efSearch below 1 silently returns fewer and wrong neighbours.
+SMALLEST = {"m": 2, "ef_construction": 1, "ef_search": 1}
+
+
+def _at_least(name: str, value: int, smallest: int) -> None:
+    if value < smallest:
+        raise InputError(f"index {name} must be at least {smallest}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,10 @@ class IndexSpec:
     m: int = 32  # HNSW graph degree
     ef_construction: int = 200
     ef_search: int = 64  # no measured loss against exact search, half the time of 128 (README, evaluate)
+
+    def __post_init__(self) -> None:
+        for name, smallest in SMALLEST.items():
+            _at_least(name, getattr(self, name), smallest)
 
 
 DEFAULT_SPEC = IndexSpec()
@@ -47,6 +61,8 @@ def save_index(index, path: Path) -> None:
 def load_index(path: Path, ef_search: int | None = None):  # -> faiss.Index
     import faiss
 
+    if ef_search is not None:
+        _at_least("ef_search", ef_search, SMALLEST["ef_search"])
     index = faiss.read_index(str(path))
     if ef_search is not None and hasattr(index, "hnsw"):
         index.hnsw.efSearch = ef_search

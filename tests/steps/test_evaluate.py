@@ -11,6 +11,7 @@ from packages import embedding_model_file
 from simrec.codec import decode_png
 from simrec.errors import InputError
 from simrec.evaluate.gate import GateSettings, decide
+from simrec.index import IndexSpec, build_index, load_index, save_index
 from simrec.lineage import read_lineage
 from simrec.recommender import Recommender
 from simrec.retrieval import recall_at_k, top_k
@@ -98,6 +99,29 @@ def test_gate_refuses_worse_and_accepts_better() -> None:
 def test_bad_gate_settings_are_refused(settings, message) -> None:
     with pytest.raises(InputError, match=message):
         GateSettings(*settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"m": 1}, "index m must be at least 2"),
+        ({"ef_search": 0}, "ef_search"),
+        ({"ef_construction": -1}, "ef_c"),
+    ],
+)
+def test_bad_index_settings_are_refused(settings, message) -> None:
+    with pytest.raises(InputError, match=message):
+        IndexSpec(**settings)
+
+
+def test_a_package_index_with_a_bad_ef_search_is_refused(tmp_path) -> None:
+    vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    save_index(
+        build_index(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)), tmp_path / "index.faiss"
+    )
+    assert load_index(tmp_path / "index.faiss", ef_search=16).hnsw.efSearch == 16
+    with pytest.raises(InputError, match="ef_search must be at least 1, got 0"):
+        load_index(tmp_path / "index.faiss", ef_search=0)
 
 
 def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, tracking, tmp_path) -> None:
