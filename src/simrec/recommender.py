@@ -148,9 +148,6 @@ class Recommender:
         grown.index = clone_index(self.index)
         if len(new):
             grown.index.add(self.model.embed_pixels(np.stack(pixels)))
-        ef_search = self.manifest["index"].get("ef_search")
-        if ef_search is not None and hasattr(grown.index, "hnsw"):
-            grown.index.hnsw.efSearch = ef_search
         grown.items = pd.concat([self.items, new], ignore_index=True)
         grown.rows = pd.Series(np.arange(len(grown.items)), index=grown.items["item_id"])
         grown._described = self._described + _described(new)
