@@ -98,7 +98,7 @@ def test_edited_component_default_changes_the_run(runner, tmp_path) -> None:
     yaml_path = edited / "make" / "component.yaml"
     yaml_path.write_text(
         yaml_path.read_text().replace(
-            "{name: suffix, type: String, optional: true}", "{name: suffix, type: String, default: '!'}"
+            '{name: suffix, type: String, default: ""}', "{name: suffix, type: String, default: '!'}"
         )
     )
     summary = runner.run(load_ir(_compile(tmp_path, edited)), {"text": "hat"}, run_name="edited")

@@ -2,8 +2,10 @@
 
 Each task's container command, from the same component YAML the cluster runs, is started as a local
 process in the local environment that stands for its image (`simrec/steps:…` -> .envs/steps).
-Placeholders resolve with KFP's own local-execution rules (kfp.local), so a command means here what it
-means in a pod.
+Placeholders resolve as the KFP backend's launcher resolves them (simrec.runner.placeholders: plain
+substitution, Go's formatting of values), not with kfp.local's more forgiving rules, so a command means
+here what it means in a pod; constructs the backend would not execute are refused when the pipeline is
+compiled (simrec.pipeline.backend).
 
 Caching follows KFP's backend (cacheutils GenerateCacheKey), so a run is cached here exactly when it would
 be on a cluster: the key holds the task's container (image, command, args) and component spec (output
@@ -30,14 +32,16 @@ from typing import Any
 
 from google.protobuf import json_format
 from kfp import dsl
-from kfp.local import executor_input_utils, placeholder_utils
+from kfp.local import executor_input_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from simrec import paths
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
+from simrec.mlflow_tracking import PIPELINE_RUN_ENV
 from simrec.progress import progress_text
 from simrec.runner.ir import PipelineIR, Task
+from simrec.runner.placeholders import substitute
 
 
 @dataclass
@@ -227,14 +231,7 @@ class EmbeddedRunner:
             ),
             component,
         )
-        command = placeholder_utils.replace_placeholders(
-            task.container["command"] + task.container.get("args", []),
-            executor_input,
-            pipeline_resource_name=run_name,
-            task_resource_name=task.name,
-            pipeline_root=str(run_dir),
-            unique_pipeline_id=run_name,
-        )
+        command = substitute(task.container["command"] + task.container.get("args", []), executor_input)
         record = TaskRecord(task.name, "failed", root=str(task_root))
         started = time.monotonic()
         try:
@@ -245,6 +242,8 @@ class EmbeddedRunner:
             else:
                 self.echo(f"{prefix}: running in {env_dir.name} environment (log: {task_root / 'log.txt'})")
             container_env = {item["name"]: item["value"] for item in task.container.get("env", [])}
+            # What a pod reads from its labels on a cluster (the IR's platform spec; embedded runs apply none)
+            container_env[PIPELINE_RUN_ENV] = run_name
             self._execute(command, env_dir, container_env, task_root / "log.txt", task.name)
             record.artifacts, record.parameters = self._collect_outputs(executor_input, task)
             record.status = "succeeded"

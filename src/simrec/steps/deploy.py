@@ -15,6 +15,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,14 +138,27 @@ def _server(args: argparse.Namespace) -> tuple[str, str | None]:
     return local.url, local.token
 
 
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """The pipeline passes every flag (KFP's launcher has no optional arguments before 2.17): an empty
+    value, or an empty JSON object for --kserve, means the flag was not given."""
+    return lambda text: parse(text) if text.strip() not in ("", "{}") else None
+
+
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", help=f"server URL (token from ${TOKEN_VARIABLE}); default: a local one")
+    parser.add_argument(
+        "--server",
+        type=_or_none(str),
+        help=f"server URL (token from ${TOKEN_VARIABLE}); default: a local one",
+    )
     parser.add_argument(
         "--kserve",
+        type=_or_none(str),
         metavar="JSON",
         help="a cluster instead: the KServe InferenceService settings (serve.kserve) as a JSON object",
     )
-    parser.add_argument("--state-dir", type=Path, help="local server's state folder (default .simrec/serve)")
+    parser.add_argument(
+        "--state-dir", type=_or_none(Path), help="local server's state folder (default .simrec/serve)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="port of the local server (default 8080)")
     parser.add_argument("--result-out", type=Path, help="write the server's answer (JSON) here too")
 
@@ -163,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "ref", nargs="?", help="registered version: MODEL/VERSION or MODEL@ALIAS (MLflow registry)"
     )
+    # The pipeline's way to say MODEL@ALIAS: KFP's launcher cannot join two inputs into one argument.
+    parser.add_argument("--model-name", help="registered model (with --alias: the same as MODEL@ALIAS)")
+    parser.add_argument("--alias", help="alias of the version to serve, with --model-name")
     parser.add_argument("--registered", type=Path, help="register's record (the pipeline passes it)")
     _add_server_flags(parser)
     by_hand = parser.add_argument_group(MANUAL_ONLY, "serve a package folder that is not registered")
@@ -177,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 def deploy_main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if bool(args.model_name) != bool(args.alias) or (args.model_name and args.ref):
+        parser.error("--model-name and --alias go together, instead of MODEL@ALIAS")
+    if args.model_name:
+        args.ref = f"{args.model_name}@{args.alias}"
     by_hand = args.package or args.storage_uri
     if bool(args.ref) == bool(by_hand) or (args.package and args.storage_uri):
         parser.error("give either MODEL/VERSION, --package DIR or --storage-uri URI (with --version LABEL)")
@@ -257,7 +278,11 @@ def rollback_main(argv: list[str] | None = None) -> None:
         settings = kserve_rollout.settings_from_json(args.kserve)
         services = kserve_rollout.InferenceServices()
         answer = kserve_rollout.rollback(
-            services, settings.namespace, settings.name, timeout_s=settings.timeout_s, poll_s=settings.poll_s
+            services,
+            kserve_rollout.namespace(settings),
+            settings.name,
+            timeout_s=settings.timeout_s,
+            poll_s=settings.poll_s,
         )
         _report(answer, args.result_out)
         return

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--batch",
-        type=Path,
+        type=lambda text: Path(text) if text else None,  # the pipeline always passes it: "" is no batch
         help="folder of new items: PNGs + labels.csv (empty label: unlabelled), or IDX images [+ labels]",
     )
     parser.add_argument("--batch-table", default="train", choices=BATCH_TABLES)
