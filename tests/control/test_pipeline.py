@@ -69,10 +69,9 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert train["image"] == config.train.image == f"simrec/steps-gpu:{package.__version__}"  # CUDA build
     assert {"name": "MLFLOW_TRACKING_URI", "value": config.storage.mlflow_tracking_uri} in train["env"]
     assert train["resources"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert (
-        train["resources"]["accelerator"]["resourceCount"]
-        == "{{$.inputs.parameters['pipelinechannel--workers']}}"
-    )
+    # a whole number fixed at compile time: KFP's driver requests no GPU for a parameter placeholder
+    assert train["resources"]["accelerator"]["resourceCount"] == str(config.train.workers) == "4"
+    assert int(train["resources"]["accelerator"]["count"]) == 4
     assert kubernetes["exec-train"]["tolerations"] == [
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
@@ -91,7 +90,8 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     assert train_task["cachingOptions"] == {"enableCache": True}
     assert train_task["retryPolicy"]["maxRetryCount"] == 2
     assert train_task["inputs"]["parameters"]["lineage"]["taskOutputParameter"]["producerTask"] == "ingest"
-    assert parameters["workers"]["defaultValue"] == config.train.workers == 4
+    assert "workers" not in parameters  # the GPUs the pod requests: not a run choice
+    assert train_task["inputs"]["parameters"]["workers"] == {"runtimeValue": {"constant": 4}}
 
     tune = spec["deploymentSpec"]["executors"]["exec-tune"]["container"]
     assert tune["command"] == ["simrec", "tune"]
@@ -117,8 +117,10 @@ def test_compiled_ir_for_the_cluster(tmp_path) -> None:
     register = spec["root"]["dag"]["tasks"]["register"]
     assert register["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "validate"
     assert register["cachingOptions"] == {}  # idempotent, and run every time
-    run_id = register["inputs"]["parameters"]["pipeline_run_id"]["runtimeValue"]["constant"]
-    assert run_id == "{{$.pipeline_job_uuid}}"
+    # the run's identity from the pod's Argo label (no KFP placeholder gives it on 2.4.1)
+    assert kubernetes["exec-register"]["fieldPathAsEnv"] == [
+        {"fieldPath": "metadata.labels['workflows.argoproj.io/workflow']", "name": "SIMREC_PIPELINE_RUN"}
+    ]
     for task in ("train", "evaluate"):  # one pipeline parameter: evaluate measures what train left out
         wiring = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]["exclude_classes"]
         assert wiring == {"componentInputParameter": "exclude_classes"}
@@ -135,25 +137,25 @@ def test_full_profile_is_single_node_multi_gpu_and_cacheable_on_kfp(tmp_path) ->
     spec, kubernetes = _ir(config, tmp_path)
     executors, tasks = spec["deploymentSpec"]["executors"], spec["root"]["dag"]["tasks"]
     train, train_task = executors["exec-train"]["container"], tasks["train"]
-    # the GPUs the pod requests are the ranks it starts: both are the pipeline parameter `workers`
+    # the GPUs the pod requests are the ranks it starts: both are the compile-time train.workers
     gpus = train["resources"]["accelerator"]
-    assert (gpus["resourceType"], gpus["resourceCount"]) == (
-        "nvidia.com/gpu",
-        "{{$.inputs.parameters['pipelinechannel--workers']}}",
-    )
-    assert train_task["inputs"]["parameters"]["pipelinechannel--workers"] == {
-        "componentInputParameter": "workers"
+    assert (gpus["resourceType"], gpus["resourceCount"], int(gpus["count"])) == ("nvidia.com/gpu", "4", 4)
+    assert train_task["inputs"]["parameters"]["workers"] == {
+        "runtimeValue": {"constant": config.train.workers}
     }
-    assert train_task["inputs"]["parameters"]["workers"] == {"componentInputParameter": "workers"}
     ranks = train["args"][train["args"].index("--workers") + 1]
     assert ranks == "{{$.inputs.parameters['workers']}}"
+    # NCCL's shared memory: an in-memory /dev/shm of train.shared_memory
+    assert kubernetes["exec-train"]["emptyDirMounts"] == [
+        {"medium": "Memory", "mountPath": "/dev/shm", "sizeLimit": "8Gi", "volumeName": "shared-memory"}
+    ]
     env = {e["name"]: e["value"] for e in train["env"]}
     assert env["SIMREC_SPARK_MASTER"].startswith("local")  # the ranks run inside the pod
     assert "SIMREC_SPARK_CONF" not in env
     # the checkpoints go to the claim
     (mount,) = kubernetes["exec-train"]["pvcMount"]
-    checkpoints = train_task["inputs"]["parameters"]["checkpoint_dir"]["runtimeValue"]["constant"]
-    assert checkpoints.startswith(mount["mountPath"] + "/") and mount["constant"] == "simrec-checkpoints"
+    checkpoints = train_task["inputs"]["parameters"]["checkpoint_root"]["runtimeValue"]["constant"]
+    assert checkpoints == mount["mountPath"] and mount["constant"] == "simrec-checkpoints"
     for name, executor in executors.items():
         resources = executor["container"]["resources"]
         step = name.removeprefix("exec-")
@@ -232,8 +234,11 @@ def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -
     assert conf["spark.kubernetes.executor.podTemplateFile"] == (
         f"{template['mountPath']}/{definition.POD_TEMPLATE_KEY}"
     )
+    # the driver pod's address, and its namespace and name: executors are made there and owned by it
     assert kubernetes["exec-train"]["fieldPathAsEnv"] == [
-        {"name": "SIMREC_POD_IP", "fieldPath": "status.podIP"}
+        {"name": "SIMREC_POD_IP", "fieldPath": "status.podIP"},
+        {"name": "SIMREC_POD_NAME", "fieldPath": "metadata.name"},
+        {"name": "SIMREC_POD_NAMESPACE", "fieldPath": "metadata.namespace"},
     ]
 
 

@@ -6,6 +6,7 @@ component needs no Python change. The pipeline only wires outputs to inputs, pas
 
 # No "from __future__ import annotations": KFP reads the pipeline function's annotations as types.
 import json
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from kfp import compiler, components, dsl, kubernetes
 from simrec import paths
 from simrec.config import SimrecConfig
 from simrec.errors import InputError
-from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
+from simrec.files import atomic_write
+from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV, PIPELINE_RUN_ENV
+from simrec.pipeline import backend
 from simrec.train.params import TRAIN_COMPONENT, TrainParams, component_input_defaults
 
 PIPELINE_NAME = "simrec"
@@ -32,6 +35,17 @@ MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING
 POD_TEMPLATE_DIR = "/etc/simrec/spark"
 POD_TEMPLATE_KEY = "executor-pod-template.yaml"
 SPARK_GPU_DISCOVERY_SCRIPT = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
+# Env var -> downward API field of the task pod that drives Spark executor pods (read by simrec.spark).
+DRIVER_POD_FIELDS = {
+    "SIMREC_POD_IP": "status.podIP",
+    "SIMREC_POD_NAME": "metadata.name",
+    "SIMREC_POD_NAMESPACE": "metadata.namespace",
+}
+# Argo labels every pod of a run with its Workflow's name; KFP substitutes no run identity into inputs
+# on 2.4.1 (backend/src/v2/driver/driver.go), so register reads it from the pod.
+RUN_LABEL_FIELD = "metadata.labels['workflows.argoproj.io/workflow']"
+# NCCL's shared-memory transport needs more than a container's 64 MiB /dev/shm.
+SHARED_MEMORY_PATH = "/dev/shm"
 
 
 def load_step(name: str, components_dir: Path, image: str | None = None) -> Callable[..., dsl.PipelineTask]:
@@ -82,8 +96,11 @@ def _spark_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
         task.set_env_variable("SIMREC_SPARK_PACKAGES", ",".join(config.spark.packages))
     if conf := spark_conf(config):
         task.set_env_variable("SIMREC_SPARK_CONF", json.dumps(conf, sort_keys=True))
-        # executor pods connect back to the driver: the task pod's own address
-        kubernetes.use_field_path_as_env(task, env_name="SIMREC_POD_IP", field_path="status.podIP")
+        # The task pod as Spark's driver, from the downward API: executor pods connect back to its address,
+        # are created in its namespace (KFP runs pods in `kubeflow` or a profile's namespace, never
+        # Spark's `default`) and are owned by it, so they go when the driver pod goes.
+        for env_name, field_path in DRIVER_POD_FIELDS.items():
+            kubernetes.use_field_path_as_env(task, env_name=env_name, field_path=field_path)
         if template := config.spark.kubernetes.pod_template_config_map:
             kubernetes.use_config_map_as_volume(task, template, mount_path=POD_TEMPLATE_DIR)
     kubernetes.use_secret_as_env(task, OBJECT_STORE_SECRET, OBJECT_STORE_KEYS)
@@ -100,6 +117,22 @@ def _mlflow_env(task: dsl.PipelineTask, config: SimrecConfig) -> None:
     if config.storage.mlflow_artifact_root:
         task.set_env_variable(ARTIFACT_ROOT_ENV, config.storage.mlflow_artifact_root)
     kubernetes.use_secret_as_env(task, MLFLOW_SECRET, MLFLOW_KEYS)
+
+
+def _task(op: Callable[..., dsl.PipelineTask], **wired: Any) -> dsl.PipelineTask:
+    """The component called with every input: what the pipeline wires, and each other input's default
+    from its YAML (still edited there only). KFP 2.17.0 fails a task that leaves out an input with a
+    default (kubeflow/pipelines #14175), and older launchers never see a left-out optional input."""
+    spec = op.component_spec  # type: ignore[attr-defined]
+    defaults = {
+        name: value.default
+        for name, value in spec.inputs.items()
+        if name not in wired and value.default is not None
+    }
+    try:
+        return op(**defaults, **wired)
+    except TypeError as exc:  # the YAML lost or renamed an input the pipeline wires
+        raise InputError(f"component {spec.name}: {exc}") from exc
 
 
 def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> Callable[..., Any]:
@@ -121,7 +154,6 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         lake_uri: str,
         source: str,
         checksums: str,
-        workers: int,
         epochs: int,
         architecture: str,
         batch_size: int,
@@ -140,14 +172,15 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         git_sha: str = "unknown",
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
-        ingest = ingest_op(source=source, lake_uri=lake_uri, checksums=checksums)
+        ingest = _task(ingest_op, source=source, lake_uri=lake_uri, checksums=checksums)
         # Ingest is where changes in the source are noticed, so it always runs. It is idempotent and
         # publishes the data's identity (table versions) as a *parameter*: KFP caches downstream tasks on
         # parameter values, while an artifact from a task that ran again is always new to it.
         ingest.set_caching_options(False)
         _spark_env(ingest, config)
 
-        tune = tune_op(
+        tune = _task(
+            tune_op,
             lineage=ingest.outputs["lineage"],
             search_space=search_space,
             max_evals=max_evals,
@@ -164,16 +197,19 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         _spark_env(tune, config)
         _mlflow_env(tune, config)
 
-        train = train_op(
+        train = _task(
+            train_op,
             lineage=ingest.outputs["lineage"],
             best_params=tune.outputs["best_params"],
-            workers=workers,
+            # Ranks are fixed at compile time: they are the GPUs the pod requests, and KFP's driver only
+            # requests a GPU count that is a constant (a parameter there resolves to no GPU at all).
+            workers=config.train.workers,
             epochs=epochs,
             architecture=architecture,
             batch_size=batch_size,
             exclude_classes=exclude_classes,
-            # the checkpoint root is where the claim is mounted: fixed at compile time, not a run parameter
-            checkpoint_dir=f"{config.storage.checkpoint_root}/{dsl.PIPELINE_JOB_ID_PLACEHOLDER}",
+            # where the claim is mounted; train names its own subfolder by what it trains
+            checkpoint_root=config.storage.checkpoint_root,
             git_sha=git_sha,
         )
         _spark_env(train, config)
@@ -187,12 +223,20 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
             # Single node, multi-GPU: the pod gets one GPU per Horovod rank, and the ranks run in it.
             # (With a k8s:// master the ranks run in executor pods, which request the GPUs instead.)
             train.set_accelerator_type(config.train.accelerator)
-            train.set_accelerator_limit(workers)
+            train.set_accelerator_limit(config.train.workers)
             kubernetes.add_toleration(
                 train, key=config.train.accelerator, operator="Exists", effect="NoSchedule"
             )
+            kubernetes.empty_dir_mount(
+                train,
+                volume_name="shared-memory",
+                mount_path=SHARED_MEMORY_PATH,
+                medium="Memory",
+                size_limit=config.train.shared_memory,
+            )
 
-        evaluate = evaluate_op(
+        evaluate = _task(
+            evaluate_op,
             lineage=ingest.outputs["lineage"],
             model=train.outputs["model"],
             lake_uri=lake_uri,
@@ -208,30 +252,31 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
 
         # Loaded and queried in the serving image before anything is registered (TFX's InfraValidator):
         # a package that fails stops the run here.
-        validate = validate_op(package=evaluate.outputs["package"])
+        validate = _task(validate_op, package=evaluate.outputs["package"])
 
-        register = register_op(
+        register = _task(
+            register_op,
             model=validate.outputs["model"],
             evaluation=evaluate.outputs["evaluation"],
             validation=validate.outputs["validation"],
             model_name=model_name,
             git_sha=git_sha,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         _mlflow_env(register, config)
+        kubernetes.use_field_path_as_env(register, env_name=PIPELINE_RUN_ENV, field_path=RUN_LABEL_FIELD)
         # A new version and alias moves on every run that reaches it; a cached register would skip them.
         register.set_caching_options(False)
 
-        where: dict[str, Any] = {"server": config.serve.server} if config.serve.server else {}
-        if config.serve.kserve:
-            # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
-            where["kserve"] = config.serve.kserve.model_dump(mode="json", exclude_none=True)  # KFP: no nulls
-        deploy = deploy_op(
+        # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
+        kserve = config.serve.kserve.model_dump(mode="json", exclude_none=True) if config.serve.kserve else {}
+        deploy = _task(
+            deploy_op,
             registered=register.outputs["registered"],
             model_name=model_name,
             port=serve_port,
             state_dir=serve_state_dir,
-            **where,
+            server=config.serve.server or "",
+            kserve=kserve,  # KFP: no nulls
         )
         _mlflow_env(deploy, config)
         # Always runs: it makes sure the endpoint serves the champion (a no-op switch when it already does).
@@ -259,7 +304,6 @@ def pipeline_arguments(config: SimrecConfig, components_dir: Path | None = None)
         "lake_uri": config.storage.lake_uri,
         "source": config.ingest.source,
         "checksums": config.ingest.checksums,
-        "workers": config.train.workers,
         "epochs": config.train.epochs or train["epochs"],
         "architecture": config.train.architecture or train["architecture"],
         "batch_size": config.train.batch_size or train["batch_size"],
@@ -279,11 +323,28 @@ def pipeline_arguments(config: SimrecConfig, components_dir: Path | None = None)
 
 
 def compile_pipeline(config: SimrecConfig, package_path: Path, components_dir: Path | None = None) -> Path:
-    """Writes the pipeline IR YAML (what the KFP UI uploads) with the profile's parameter defaults."""
-    package_path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(
-        build_pipeline(config, components_dir),
-        str(package_path),
-        pipeline_parameters=pipeline_arguments(config, components_dir),
-    )
+    """Writes the pipeline IR YAML (what the KFP UI uploads) with the profile's parameter defaults, in the
+    form the oldest supported KFP backend executes; a construct it would not execute as written is refused
+    (InputError naming each one) and nothing is written."""
+    with tempfile.TemporaryDirectory() as scratch:
+        compiled = Path(scratch) / "pipeline.yaml"
+        compiler.Compiler().compile(
+            build_pipeline(config, components_dir),
+            str(compiled),
+            pipeline_parameters=pipeline_arguments(config, components_dir),
+        )
+        text = compiled.read_text()
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    spec, *rest = yaml.safe_load_all(text)
+    platform = backend.lower_platform(rest[0]) if rest else None
+    if violations := backend.check(spec, platform):
+        listed = "\n".join(f"  - {violation}" for violation in violations)
+        raise InputError(
+            f"the pipeline uses {len(violations)} construct(s) that KFP {backend.OLDEST_KFP}+ would not "
+            f"execute as written (see docs/cluster.md, support matrix):\n{listed}"
+        )
+    documents = [spec] + ([platform] if platform else [])
+    body = "---\n".join(yaml.safe_dump(document, sort_keys=False) for document in documents)
+    with atomic_write(package_path, "w") as out:
+        out.write(header + body)
     return package_path
