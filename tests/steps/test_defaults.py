@@ -22,7 +22,7 @@ def test_the_train_component_gives_every_hyperparameter_a_valid_default() -> Non
 @pytest.mark.parametrize("missing", ["--dropout", "--validation-fraction"])
 def test_train_cli_requires_every_hyperparameter(missing: str, capsys) -> None:
     values = TrainParams.component_defaults().model_dump() | {"validation_fraction": 0.1}
-    argv = ["--lineage", "l", "--checkpoint-dir", "c", "--model-out", "m"]
+    argv = ["--lineage", "l", "--checkpoint-root", "c", "--model-out", "m"]
     for name, value in values.items():
         if f"--{name.replace('_', '-')}" != missing:
             argv += [f"--{name.replace('_', '-')}", str(value)]

@@ -34,7 +34,7 @@ USER, PASSWORD = "simrec-pipeline", "pipeline-secret"  # the pipeline's account 
 # An '@' in the password is percent-encoded in the URI (%40), and percent signs are what the chart's start
 # script must escape in MLflow's auth config file (configparser would read them as interpolation).
 DB_USER, DB_PASSWORD, DB_NAME = "mlflow", "db@secret", "mlflow"
-CLUSTER_HOST = "mlflow.simrec.svc:5000"  # conf/full's tracking URI host, as the pipeline's pods send it
+CLUSTER_HOST = "mlflow:5000"  # conf/full's tracking URI host, as the pipeline's pods send it
 
 
 def _free_port() -> int:

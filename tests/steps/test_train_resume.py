@@ -30,7 +30,7 @@ def _command(lineage_file: Path, root: Path) -> list[str]:
         ),
         "--workers",
         "1",
-        "--checkpoint-dir",
+        "--checkpoint-root",
         str(root / "ckpt"),
         "--model-out",
         str(root / "model"),
@@ -40,7 +40,10 @@ def _command(lineage_file: Path, root: Path) -> list[str]:
 
 
 def _history(root: Path) -> list[dict]:
-    path = root / "ckpt" / "history.json"
+    # one subfolder per training content: the killed run and its retry train the same, so they share it
+    folders = list((root / "ckpt").glob("train-*"))
+    assert len(folders) <= 1, folders
+    path = folders[0] / "history.json" if folders else root / "missing"
     return json.loads(path.read_text()) if path.exists() else []
 
 

@@ -99,7 +99,7 @@ def test_four_evaluations_in_parallel_feed_training(spark, lineage_file, trackin
             "--best-params",
             str(best_file),
             *hyperparameter_flags(architecture="seed", batch_size=32, epochs=1),
-            "--checkpoint-dir",
+            "--checkpoint-root",
             str(tmp_path / "ckpt"),
             "--model-out",
             str(tmp_path / "model"),

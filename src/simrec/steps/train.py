@@ -25,6 +25,7 @@ from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.plots import training_curves
 from simrec.progress import report
+from simrec.train.checkpoints import training_folder
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
 from simrec.train.params import TrainParams
@@ -180,7 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--validation-fraction", type=float, required=True, help="share of the train table held out"
     )
     parser.add_argument("--exclude-classes", default="", help="labels left out of training, e.g. 2,4,6")
-    parser.add_argument("--checkpoint-dir", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint-root",
+        type=Path,
+        required=True,
+        help="checkpoints go to a subfolder named by the training's content (a retry resumes from it)",
+    )
     parser.add_argument("--resume", type=_bool, default=False, help="continue from the last checkpoint")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--git-sha", default="unknown")
@@ -194,20 +200,32 @@ def main(argv: list[str] | None = None) -> None:
     if args.best_params:
         values |= TrainParams.values_from_file(args.best_params)
     params = TrainParams.parse(values)
+    lineage = read_lineage(args.lineage)
+    exclude_classes = parse_classes(args.exclude_classes)
+    checkpoint_dir = training_folder(
+        args.checkpoint_root,
+        lineage=lineage,
+        params=params,
+        workers=args.workers,
+        validation_fraction=args.validation_fraction,
+        exclude_classes=exclude_classes,
+        git_sha=args.git_sha,
+    )
+    print(f"checkpoints: {checkpoint_dir}")
     from simrec.spark import get_spark
 
     summary = train(
         get_spark("simrec-train"),
-        read_lineage(args.lineage),
+        lineage,
         params,
         args.model_out,
-        args.checkpoint_dir,
+        checkpoint_dir,
         workers=args.workers,
         validation_fraction=args.validation_fraction,
         resume=args.resume,
         experiment=args.experiment,
         git_sha=args.git_sha,
-        exclude_classes=parse_classes(args.exclude_classes),
+        exclude_classes=exclude_classes,
     )
     last = summary["history"][-1]
     report(
