@@ -83,11 +83,22 @@ class SparkConfig(_Section):
         description="local[*] / local[N]: Spark (and Horovod's ranks) inside the task's own process or pod; "
         "k8s://https://host: executor pods, see spark.kubernetes",
     )
-    driver_memory: str = "4g"
+    driver_memory: str = Field(
+        "4g",
+        description="the driver JVM's heap (Spark's size: 4g, 512m); at most 3/4 of each Spark task's "
+        "memory_limit, the rest is the JVM's own and Python's",
+    )
     packages: list[str] = Field(
         default_factory=list, description="extra Maven packages for the session, e.g. hadoop-aws for s3a://"
     )
     kubernetes: SparkKubernetesConfig = SparkKubernetesConfig()
+
+    @field_validator("driver_memory")
+    @classmethod
+    def _jvm_size(cls, size: str) -> str:
+        if not _JVM_MEMORY.match(size):
+            raise ValueError(f"not a JVM memory size (e.g. 4g or 512m): {size!r}")
+        return size
 
     @field_validator("master")
     @classmethod
@@ -117,6 +128,16 @@ _MEMORY_UNITS |= {f"{unit}i": 1024 ** "KMGTPE".index(unit[0]) * 1024 for unit in
 
 def cpu_cores(quantity: str) -> float:
     return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+_JVM_MEMORY = re.compile(r"^(\d+)([kmgt]?)$", re.IGNORECASE)
+
+
+def jvm_bytes(size: str) -> int:
+    """A JVM/Spark memory size ("4g", "512m": binary units) in bytes."""
+    match = _JVM_MEMORY.match(size)
+    assert match is not None
+    return int(match.group(1)) * 1024 ** " kmgt".index(match.group(2).lower() or " ")
 
 
 def memory_bytes(quantity: str) -> float:
@@ -203,6 +224,12 @@ class TrainConfig(_Section):
         pattern=r"^(\d(,\d)*)?$",
         description="classes left out of training, e.g. 2,4,6; evaluate reports retrieval among them",
     )
+    shared_memory: str = Field(
+        "4Gi",
+        pattern=_MEMORY.pattern,
+        description="with an accelerator: size of the train pod's in-memory /dev/shm (NCCL needs more than "
+        "a container's 64 MiB); it counts against resources.train.memory_limit",
+    )
 
 
 class EvaluateConfig(_Section):
@@ -235,7 +262,12 @@ class KServeConfig(_Section):
     """The cluster endpoint: a KServe InferenceService (Serverless mode) that deploy updates with a canary
     (see simrec.serving.kserve and docs/serving.md)."""
 
-    namespace: str = Field("simrec", pattern=_DNS_LABEL)
+    namespace: str | None = Field(
+        None,
+        pattern=_DNS_LABEL,
+        description="null: the namespace the deploy pod runs in (standalone KFP: kubeflow; multi-user "
+        "Kubeflow: the profile's), so one compiled pipeline serves from whichever namespace runs it",
+    )
     name: str = Field("simrec", pattern=_DNS_LABEL, description="the InferenceService")
     image: str | None = Field(None, description="serve image; null: simrec/serve:<project version>")
     canary_percent: int = Field(
@@ -281,6 +313,7 @@ class ServeConfig(_Section):
 
 
 STEP_NAMES = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")
+SPARK_STEPS = ("ingest", "tune", "train", "evaluate")  # their pods run a Spark driver
 
 
 class SimrecConfig(_Section):
@@ -310,6 +343,28 @@ class SimrecConfig(_Section):
 
     def task_resources(self, task: str) -> TaskResources:
         return self.resources.get(task, self.resources["default"])
+
+    @model_validator(mode="after")
+    def _memory_fits_the_pods(self) -> SimrecConfig:
+        """Spark's driver heap (and the train pod's in-memory /dev/shm) fit each pod's memory limit, or the
+        kernel kills the pod mid-step."""
+        heap = jvm_bytes(self.spark.driver_memory)
+        for step in SPARK_STEPS:
+            limit = self.task_resources(step).memory_limit
+            if heap > 0.75 * memory_bytes(limit):
+                raise ValueError(
+                    f"spark.driver_memory {self.spark.driver_memory} does not fit the {step} pod: at most "
+                    f"3/4 of resources.{step}.memory_limit {limit} (the JVM's own memory and Python need "
+                    "the rest)"
+                )
+        if self.train.accelerator:
+            limit = self.task_resources("train").memory_limit
+            if heap + memory_bytes(self.train.shared_memory) > memory_bytes(limit):
+                raise ValueError(
+                    f"train.shared_memory {self.train.shared_memory} and spark.driver_memory "
+                    f"{self.spark.driver_memory} exceed resources.train.memory_limit {limit}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cluster_shape(self) -> SimrecConfig:

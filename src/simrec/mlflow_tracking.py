@@ -15,6 +15,10 @@ DEFAULT_EXPERIMENT = "simrec"
 
 
 ARTIFACT_ROOT_ENV = "SIMREC_MLFLOW_ARTIFACT_ROOT"
+# The pipeline run a task belongs to, recorded on registered versions: on a cluster the Argo Workflow's name
+# (the pod's label, through the downward API; KFP keeps the run id as that Workflow's label pipeline/runid),
+# in embedded runs the run name.
+PIPELINE_RUN_ENV = "SIMREC_PIPELINE_RUN"
 
 
 def client() -> MlflowClient:

@@ -46,6 +46,12 @@ def get_spark(app_name: str = "simrec") -> SparkSession:
         builder = builder.config(key, str(value))
     if pod_ip := os.environ.get("SIMREC_POD_IP"):  # executor pods call the driver back at this address
         builder = builder.config("spark.driver.host", pod_ip).config("spark.driver.bindAddress", "0.0.0.0")
+    # Executor pods go in the task pod's namespace (Spark's default is `default`, where the pipeline's
+    # service account may create nothing) and are owned by it, so none outlives the driver holding GPUs.
+    if namespace := os.environ.get("SIMREC_POD_NAMESPACE"):
+        builder = builder.config("spark.kubernetes.namespace", namespace)
+    if pod_name := os.environ.get("SIMREC_POD_NAME"):
+        builder = builder.config("spark.kubernetes.driver.pod.name", pod_name)
     if ivy_dir := os.environ.get("SIMREC_IVY_DIR"):
         builder = builder.config("spark.jars.ivy", ivy_dir)
     packages = [p for p in os.environ.get("SIMREC_SPARK_PACKAGES", "").split(",") if p]

@@ -1,4 +1,7 @@
-"""A local stand-in for the Kubeflow Pipelines REST API (/apis/v2beta1), recording what clients send."""
+"""A local stand-in for the Kubeflow Pipelines REST API (/apis/v2beta1), recording what clients send.
+
+multi_user=True answers healthz as a multi-user Kubeflow does and refuses an experiment without a
+namespace with the API server's message (backend/src/apiserver/server/experiment_server.go at 2.4.1)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ API = "/apis/v2beta1"
 
 
 class KfpStub:
-    def __init__(self) -> None:
+    def __init__(self, multi_user: bool = False) -> None:
+        self.multi_user = multi_user
         self.experiments: list[dict[str, Any]] = []
         self.runs: list[dict[str, Any]] = []
         self.recurring_runs: list[dict[str, Any]] = []
@@ -27,7 +31,7 @@ class KfpStub:
                 stub.requests.append(("GET", url.path))
                 stub.authorizations.append(self.headers.get("Authorization"))
                 if url.path == f"{API}/healthz":
-                    self.reply({"multi_user": False})
+                    self.reply({"multi_user": stub.multi_user})
                 elif url.path == f"{API}/experiments":
                     query = json.loads(parse_qs(url.query).get("filter", ["{}"])[0])
                     names = [p.get("string_value") for p in query.get("predicates", [])]
@@ -41,6 +45,10 @@ class KfpStub:
                 stub.requests.append(("POST", self.path))
                 stub.authorizations.append(self.headers.get("Authorization"))
                 if self.path == f"{API}/experiments":
+                    if stub.multi_user and not body.get("namespace"):
+                        message = "An experiment cannot have an empty namespace in multi-user mode"
+                        self.reply({"error": message, "message": message, "code": 3}, 400)
+                        return
                     body["experiment_id"] = str(uuid.uuid4())
                     stub.experiments.append(body)
                 elif self.path == f"{API}/runs":

@@ -32,7 +32,7 @@ from helm_charts import (
 from simrec.config import load_config
 from simrec.pipeline import definition
 from simrec.serving.cli import build_parser as serve_parser
-from simrec.serving.kserve import ServedModel, render_inference_service
+from simrec.serving.kserve import ServedModel, cpu_threads, render_inference_service
 from simrec.steps.kserve_rollout import endpoint as kserve_endpoint
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -185,7 +185,9 @@ def test_mlflow_is_where_the_pipeline_looks_and_serves_artifacts(rendered) -> No
     for values in (None, "values-example.yaml"):
         docs = rendered[("simrec", values)]
         service = one(docs, "Service", "mlflow")
-        assert f"{service['metadata']['name']}.{NAMESPACE}.svc" == tracking.hostname
+        # the Service's short name: resolved in the namespace the pipeline's pods run in (kubeflow for
+        # standalone KFP, the profile's namespace for multi-user Kubeflow), where this chart is installed
+        assert service["metadata"]["name"] == tracking.hostname
         assert service["spec"]["ports"][0]["port"] == tracking.port
         container = one(docs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
         args = container["args"]
@@ -214,7 +216,8 @@ def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) 
     # the InferenceService conf/full's deploy step updates
     kserve = load_config("full", environ={}).serve.kserve
     assert kserve is not None
-    assert (isvc["metadata"]["name"], NAMESPACE) == (kserve.name, kserve.namespace)
+    # no namespace in the IR: deploy serves in the namespace its pod runs in, where the chart is installed
+    assert isvc["metadata"]["name"] == kserve.name and kserve.namespace is None
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 20
     (container,) = predictor["containers"]
@@ -263,7 +266,9 @@ def test_the_chart_installs_the_predictor_the_deploy_step_applies(helm, tmp_path
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     chart = one(render(helm, "simrec-serving", tmp_path / "values.yaml"), "InferenceService")
-    deployed = render_inference_service(kserve_endpoint(kserve), model)
+    deployed = render_inference_service(
+        kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE})), model
+    )
     assert chart["spec"] == deployed["spec"]
     assert chart["metadata"]["name"] == deployed["metadata"]["name"]
     assert chart["metadata"]["annotations"] == deployed["metadata"]["annotations"]
@@ -278,6 +283,41 @@ def test_no_model_no_inference_service_and_no_canary_unless_asked(rendered, helm
         "InferenceService",
     )
     assert rollback["spec"]["predictor"]["canaryTrafficPercent"] == 0
+
+
+def test_the_pipelines_account_may_roll_out_the_inference_service(rendered) -> None:
+    """Finding 5: KFP's pipeline-runner Role has no serving.kserve.io rules; the chart grants what deploy does
+    (simrec.steps.kserve_rollout: get, create, replace, patch) to the account of each install mode."""
+    for values, account in ((None, "pipeline-runner"), ("values-example.yaml", "default-editor")):
+        docs = rendered[("simrec", values)]
+        role = one(docs, "Role", "simrec-deploy")
+        (rule,) = role["rules"]
+        assert rule["apiGroups"] == ["serving.kserve.io"] and rule["resources"] == ["inferenceservices"]
+        assert {"get", "create", "update", "patch"} <= set(rule["verbs"])
+        binding = one(docs, "RoleBinding", "simrec-deploy")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    spark = one(rendered[("simrec", "values-example.yaml")], "RoleBinding", "simrec-spark-driver")
+    assert spark["subjects"][0]["name"] == "default-editor"  # the same account drives the executors
+
+
+def test_the_served_container_takes_no_env_from_the_downward_api(rendered) -> None:
+    """Finding 6: Knative refuses fieldRef/resourceFieldRef env unless kubernetes.podspec-fieldref is on
+    (knative/serving pkg/apis/serving/fieldmask.go, 1.12-1.16; off by default and in Kubeflow 1.10)."""
+    kserve = load_config("full", environ={}).serve.kserve
+    assert kserve is not None
+    endpoint = kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE}))
+    model = ServedModel(name="simrec", version="7", storage_uri="s3://simrec/mlflow/1/models/m-7/artifacts")
+    rendered_by_deploy = render_inference_service(endpoint, model)
+    for isvc in (
+        rendered_by_deploy,
+        one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService"),
+    ):
+        (container,) = isvc["spec"]["predictor"]["containers"]
+        for env in container["env"]:
+            assert not {"fieldRef", "resourceFieldRef"} & set(env.get("valueFrom", {})), env
+        threads = {e["name"]: e for e in container["env"]}["SIMREC_MODEL_THREADS"]
+        cpu_limit = str(container["resources"]["limits"]["cpu"])
+        assert threads["value"] == str(cpu_threads(cpu_limit))  # the CPU limit, as a literal
 
 
 def test_the_executor_template_complements_the_pipelines_spark_conf(rendered) -> None:
@@ -311,5 +351,5 @@ def test_the_executor_template_complements_the_pipelines_spark_conf(rendered) ->
     claims = {doc["metadata"]["name"]: doc for doc in by_kind(docs, "PersistentVolumeClaim")}
     volume = "spark.kubernetes.executor.volumes.persistentVolumeClaim.checkpoints"
     assert claims[conf[f"{volume}.options.claimName"]]["spec"]["accessModes"] == ["ReadWriteMany"]
-    binding = one(docs, "RoleBinding")
+    binding = one(docs, "RoleBinding", "simrec-spark-driver")
     assert binding["subjects"][0]["namespace"] == NAMESPACE

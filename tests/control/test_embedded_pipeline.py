@@ -57,6 +57,7 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert "validate     succeeded" in first.stdout
     registered = json.loads((tmp_path / "runs" / "one" / "register" / "registered").read_text())
     assert (registered["version"], registered["aliases"]) == (1, ["challenger", "champion"])
+    assert registered["pipeline_run_id"] == "one"  # what the pod's Workflow label gives on a cluster
     deployed = json.loads((tmp_path / "runs" / "one" / "deploy" / "result").read_text())
     assert deployed["outcome"] == "serving" and deployed["serving"]["version"] == "1"
     # the local server outlives the run and answers with the champion
@@ -78,7 +79,9 @@ def test_run_trains_and_a_second_run_skips_unchanged_tasks(smoke_env, tmp_path) 
     assert summary["table"]["version"] == 0
     assert {k: summary["params"][k] for k in best} == best  # train used tune's best parameters
     assert (model_dir / "embedding.keras").exists()
-    assert (tmp_path / "checkpoints" / "one" / "history.json").exists()
+    # one folder per training content (a retried pod finds it again), not per run
+    (checkpoints,) = (tmp_path / "checkpoints").glob("train-*")
+    assert (checkpoints / "history.json").exists()
     assert f"run folder: {tmp_path / 'runs' / 'one'}" in first.stdout
     lineage = _lineage(tmp_path / "runs" / "one")
     assert {t: (s["version"], s["rows"]) for t, s in lineage["tables"].items()} == {

@@ -66,3 +66,21 @@ def test_submit_refuses_malformed_parameters(kfp_api) -> None:
     assert result.returncode != 0
     assert "--param takes NAME=VALUE" in result.stderr
     assert not kfp_api.runs
+
+
+def test_multi_user_kubeflow_needs_the_profile_namespace() -> None:
+    """Finding 5 of the cluster day-one review: multi-user KFP refuses an experiment without a namespace."""
+    stub = KfpStub(multi_user=True)
+    try:
+        refused = simrec("submit", "--host", stub.url)
+        assert refused.returncode == 1
+        assert "multi-user Kubeflow: give --namespace" in refused.stderr
+        assert stub.experiments == [] and stub.runs == []
+        result = simrec("submit", "--host", stub.url, "--namespace", "team-vision")
+        assert result.returncode == 0, result.stdout + result.stderr
+        (experiment,) = stub.experiments
+        assert experiment["namespace"] == "team-vision"
+        (run,) = stub.runs
+        assert run["experiment_id"] == experiment["experiment_id"]
+    finally:
+        stub.close()

@@ -120,6 +120,11 @@ def submit_main(argv: list[str] | None = None) -> None:
     _common(parser, "full")
     parser.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
     parser.add_argument("--experiment", default=PIPELINE_NAME)
+    parser.add_argument(
+        "--namespace",
+        help="the Kubeflow profile's namespace the run belongs to (multi-user Kubeflow requires it; "
+        "standalone KFP runs everything in its own namespace and takes none)",
+    )
     parser.add_argument("--schedule", metavar="CRON", help="create a recurring run on this cron schedule")
     args = parser.parse_args(argv)
     config = load_config(args.profile)
@@ -128,7 +133,13 @@ def submit_main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         package = str(compile_pipeline(config, Path(tmp) / "pipeline.yaml", args.components_dir))
         client = kfp.Client(host=args.host, existing_token=os.environ.get(KFP_TOKEN_ENV) or None)
-        experiment = client.create_experiment(name=args.experiment)
+        if client.get_kfp_healthz().multi_user and not args.namespace:
+            # the API server would refuse the experiment: "An experiment cannot have an empty namespace
+            # in multi-user mode" (backend/src/apiserver/server/experiment_server.go)
+            raise InputError(
+                f"{args.host} is a multi-user Kubeflow: give --namespace (your profile's namespace)"
+            )
+        experiment = client.create_experiment(name=args.experiment, namespace=args.namespace)
         if args.schedule:
             job = client.create_recurring_run(
                 experiment_id=experiment.experiment_id,

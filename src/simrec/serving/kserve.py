@@ -15,6 +15,7 @@ How KServe runs it (serving.kserve.io/v1beta1, Serverless deployment mode):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,10 +106,9 @@ def render_inference_service(
                 "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
             },
             # The container's CPU limit (rounded up), not the node's CPU count that the process sees.
-            {
-                "name": MODEL_THREADS_VARIABLE,
-                "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu", "divisor": "1"}},
-            },
+            # A literal: Knative refuses fieldRef/resourceFieldRef env unless its kubernetes.podspec-fieldref
+            # flag is on (knative/serving pkg/apis/serving/fieldmask.go; off by default and in Kubeflow 1.10).
+            {"name": MODEL_THREADS_VARIABLE, "value": str(cpu_threads(endpoint.resources.cpu_limit))},
         ],
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
         "resources": {
@@ -149,6 +149,13 @@ def render_inference_service(
         },
         "spec": {"predictor": predictor},
     }
+
+
+def cpu_threads(quantity: str) -> int:
+    """A Kubernetes CPU quantity ("2", "1500m", "0.5") rounded up to whole threads, as resourceFieldRef
+    with divisor 1 would give."""
+    millicores = int(quantity[:-1]) if quantity.endswith("m") else round(float(quantity) * 1000)
+    return max(1, math.ceil(millicores / 1000))
 
 
 def _probe(path: str, *, initial_delay: int, period: int, failures: int) -> dict[str, Any]:

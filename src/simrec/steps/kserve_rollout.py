@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from simrec.config import KServeConfig
@@ -400,12 +401,29 @@ def settings_from_json(text: str) -> KServeConfig:
         raise InputError(f"--kserve: {validation_problems(exc.errors())}") from exc
 
 
+# Where Kubernetes tells a pod its namespace (every pod with a service account token has it).
+POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def namespace(settings: KServeConfig) -> str:
+    """The InferenceService's namespace: the configured one, else the namespace this pod runs in."""
+    if settings.namespace:
+        return settings.namespace
+    try:
+        return POD_NAMESPACE_FILE.read_text().strip()
+    except OSError as exc:
+        raise InputError(
+            f"serve.kserve.namespace is not set and this is not a pod ({POD_NAMESPACE_FILE} is not readable):"
+            " give the InferenceService's namespace"
+        ) from exc
+
+
 def endpoint(settings: KServeConfig) -> Endpoint:
     from simrec import __version__
 
     return Endpoint(
         name=settings.name,
-        namespace=settings.namespace,
+        namespace=namespace(settings),
         image=settings.image or default_image(__version__),
         token_secret=settings.token_secret,
         service_account=settings.service_account,

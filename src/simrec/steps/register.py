@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from simrec.errors import InputError, validation_problems
 from simrec.files import folder_sha256, write_json_atomic
-from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, client, lineage_tags, start_run
+from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, PIPELINE_RUN_ENV, client, lineage_tags, start_run
 from simrec.progress import report
 from simrec.recommender import MANIFEST_FILE
 from simrec.registry import (
@@ -262,6 +263,7 @@ def register(
         "model_id": evaluation.model_id,
         "logged_model_id": logged.model_id,
         "mlflow_run_id": run.info.run_id,
+        "pipeline_run_id": pipeline_run_id,
         "promoted": promote,
         "decision": decision,
         "previous_champion": previous_version,
@@ -295,7 +297,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--validation", type=Path, required=True, help="validate's record JSON")
     parser.add_argument("--model-name", default="simrec", help="registered model name")
     parser.add_argument("--git-sha", default="unknown")
-    parser.add_argument("--pipeline-run-id", default="unknown")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--registered-out", type=Path, required=True, help="registration record JSON")
     parser.add_argument("--version-out", type=Path, required=True, help="file for the new version number")
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         read_validation(args.validation),
         model_name=args.model_name,
         git_sha=args.git_sha,
-        pipeline_run_id=args.pipeline_run_id,
+        # the run's identity comes from the pod (the downward API), as no KFP placeholder gives it on 2.4.1
+        pipeline_run_id=os.environ.get(PIPELINE_RUN_ENV, "unknown"),
         experiment=args.experiment,
     )
     write_json_atomic(args.registered_out, record)
