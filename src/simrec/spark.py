@@ -10,11 +10,27 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
 from simrec.errors import InputError
+
+
+def driver_pod_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Spark settings for a driver in a task pod that starts executor pods, from the pod's own fields (the
+    pipeline passes them through the downward API: simrec.pipeline.definition.DRIVER_POD_FIELDS)."""
+    settings = {}
+    if pod_ip := environ.get("SIMREC_POD_IP"):  # executor pods call the driver back at this address
+        settings |= {"spark.driver.host": pod_ip, "spark.driver.bindAddress": "0.0.0.0"}
+    # Executor pods go in the task pod's namespace (Spark's default is `default`, where the pipeline's
+    # service account may create nothing) and are owned by it, so none outlives the driver holding GPUs.
+    if namespace := environ.get("SIMREC_POD_NAMESPACE"):
+        settings["spark.kubernetes.namespace"] = namespace
+    if pod_name := environ.get("SIMREC_POD_NAME"):
+        settings["spark.kubernetes.driver.pod.name"] = pod_name
+    return settings
 
 
 def get_spark(app_name: str = "simrec") -> SparkSession:
@@ -44,14 +60,8 @@ def get_spark(app_name: str = "simrec") -> SparkSession:
         raise InputError(f"SIMREC_SPARK_CONF is not JSON: {exc}") from exc
     for key, value in extra.items():
         builder = builder.config(key, str(value))
-    if pod_ip := os.environ.get("SIMREC_POD_IP"):  # executor pods call the driver back at this address
-        builder = builder.config("spark.driver.host", pod_ip).config("spark.driver.bindAddress", "0.0.0.0")
-    # Executor pods go in the task pod's namespace (Spark's default is `default`, where the pipeline's
-    # service account may create nothing) and are owned by it, so none outlives the driver holding GPUs.
-    if namespace := os.environ.get("SIMREC_POD_NAMESPACE"):
-        builder = builder.config("spark.kubernetes.namespace", namespace)
-    if pod_name := os.environ.get("SIMREC_POD_NAME"):
-        builder = builder.config("spark.kubernetes.driver.pod.name", pod_name)
+    for key, value in driver_pod_settings(os.environ).items():
+        builder = builder.config(key, value)
     if ivy_dir := os.environ.get("SIMREC_IVY_DIR"):
         builder = builder.config("spark.jars.ivy", ivy_dir)
     packages = [p for p in os.environ.get("SIMREC_SPARK_PACKAGES", "").split(",") if p]

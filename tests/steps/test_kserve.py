@@ -4,6 +4,7 @@ through the real `kubernetes` client and a kubeconfig."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -152,7 +153,7 @@ def _attr(cls: Any, json_name: str) -> str:
 
 def test_default_image_is_the_project_version_and_runs_the_package_kserve_downloads():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert kserve_rollout.endpoint(KServeConfig()).image == f"simrec/serve:{version}"
+    assert kserve_rollout.endpoint(KServeConfig(namespace="serving")).image == f"simrec/serve:{version}"
     dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
     assert f'"--package", "{kserve.PACKAGE_PATH}"' in dockerfile  # the image's own default agrees
     assert re.search(r'ENTRYPOINT \["simrec"\]', dockerfile)
@@ -195,6 +196,30 @@ def test_configuration_validates_the_kserve_section():
         kserve_rollout.settings_from_json("{name")
     with pytest.raises(InputError, match="namespace"):
         kserve_rollout.settings_from_json('{"namespace": "Not_A_Label"}')
+
+
+def test_the_namespace_is_the_deploy_pods_own_unless_configured(tmp_path, monkeypatch):
+    """Finding 5: one compiled pipeline serves from whichever namespace runs it (standalone KFP's
+    `kubeflow`, a profile's namespace), read where Kubernetes tells every pod."""
+    settings = KServeConfig(name="simrec")
+    pod_namespace = tmp_path / "namespace"
+    monkeypatch.setattr(kserve_rollout, "POD_NAMESPACE_FILE", pod_namespace)
+    with pytest.raises(InputError, match=r"serve\.kserve\.namespace is not set and this is not a pod"):
+        kserve_rollout.endpoint(settings)
+    pod_namespace.write_text("team-vision\n")
+    assert kserve_rollout.endpoint(settings).namespace == "team-vision"
+    assert (
+        kserve_rollout.endpoint(settings.model_copy(update={"namespace": "serving"})).namespace == "serving"
+    )
+
+
+@pytest.mark.parametrize(("cpu", "threads"), [("2", 2), ("1500m", 2), ("0.5", 1), ("100m", 1), ("3", 3)])
+def test_model_threads_are_the_cpu_limit_rounded_up(cpu, threads):
+    """Finding 6: a literal, as Knative refuses resourceFieldRef env (pkg/apis/serving/fieldmask.go)."""
+    assert kserve.cpu_threads(cpu) == threads
+    endpoint = dataclasses.replace(ENDPOINT, resources=Resources(cpu_request="100m", cpu_limit=cpu))
+    (container,) = render_inference_service(endpoint, model("3"))["spec"]["predictor"]["containers"]
+    assert {"name": "SIMREC_MODEL_THREADS", "value": str(threads)} in container["env"]
 
 
 # -- rollout against the stand-in API --------------------------------------------------------------------

@@ -248,7 +248,8 @@ def check(spec: dict[str, Any], platform: dict[str, Any] | None) -> list[Violati
 def _lower(entry: dict[str, Any], name_field: str, parameter_field: str) -> None:
     """Drops a newer SDK's duplicate of a name the old field already carries (kfp-kubernetes writes both)."""
     parameter = entry.get(parameter_field, {})
-    if parameter.get("runtimeValue", {}).get("constant") == entry.get(name_field) and len(parameter) == 1:
+    constant = parameter.get("runtimeValue", {}).get("constant")
+    if constant is not None and constant == entry.get(name_field) and len(parameter) == 1:
         del entry[parameter_field]
 
 
