@@ -147,6 +147,7 @@ def test_numbers_read_as_go_writes_them(value, text) -> None:
 
 def test_booleans_and_structs_read_as_go_writes_them() -> None:
     assert (parameter_text(True), parameter_text(False)) == ("true", "false")
+    assert (parameter_text(1.0), parameter_text(8080), parameter_text(1e-05)) == ("1", "8080", "0.00001")
     space = {"softmax_scale": {"dist": "choice", "options": [16.0, 32.5]}, "flag": True}
     assert json.loads(parameter_text(space)) == {
         "softmax_scale": {"dist": "choice", "options": [16, 32.5]},
