@@ -16,6 +16,7 @@ from simrec import paths
 from simrec.code_version import git_sha
 from simrec.config import PROFILES, SimrecConfig, load_config
 from simrec.errors import InputError
+from simrec.pipeline.backend import SUPPORT_MATRIX
 from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
 
 
@@ -59,7 +60,11 @@ def compile_main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=paths.CHECKOUT / "pipelines" / "simrec.yaml")
     args = parser.parse_args(argv)
     path = compile_pipeline(load_config(args.profile), args.output, args.components_dir)
-    print(f"compiled {PIPELINE_NAME} ({args.profile} profile) to {path}")
+    oldest, newest = SUPPORT_MATRIX["Kubeflow Pipelines backend"]
+    print(
+        f"compiled {PIPELINE_NAME} ({args.profile} profile) to {path}: "
+        f"runs as written on KFP {oldest} to {newest} (checked; docs/cluster.md)"
+    )
 
 
 def run_main(argv: list[str] | None = None) -> None:
