@@ -28,6 +28,7 @@ from registry_helpers import evaluation, training_run, write_json
 
 from simrec import paths, registry
 from simrec.cli import main as simrec
+from simrec.mlflow_tracking import PIPELINE_RUN_ENV
 from simrec.model_lineage import describe
 
 USER, PASSWORD = "simrec-pipeline", "pipeline-secret"  # the pipeline's account (Secret simrec-mlflow)
@@ -202,11 +203,13 @@ def test_register_moves_the_champion_and_lineage_reads_back(server, postgres, cl
         gate = evaluation(model_id, run_id, champion=champion)
         record = write_json(tmp_path / f"evaluation-{model_id}.json", gate)
         out = tmp_path / f"register-{model_id}"
-        simrec(
-            ["register", "--model", str(model), "--evaluation", str(record), "--validation", str(validation),
-             "--git-sha", f"sha{len(versions)}", "--pipeline-run-id", f"run-{len(versions)}",
-             "--registered-out", str(out / "registered"), "--version-out", str(out / "version")]
-        )  # fmt: skip
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(PIPELINE_RUN_ENV, f"run-{len(versions)}")  # a pod's Workflow label
+            simrec(
+                ["register", "--model", str(model), "--evaluation", str(record), "--validation",
+                 str(validation), "--git-sha", f"sha{len(versions)}",
+                 "--registered-out", str(out / "registered"), "--version-out", str(out / "version")]
+            )  # fmt: skip
         versions.append(json.loads((out / "registered").read_text()))
 
     assert [(v["version"], v["promoted"]) for v in versions] == [(1, True), (2, True)]

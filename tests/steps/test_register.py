@@ -17,6 +17,7 @@ from simrec import registry
 from simrec.cli import main as simrec
 from simrec.errors import InputError
 from simrec.files import folder_sha256
+from simrec.mlflow_tracking import PIPELINE_RUN_ENV
 from simrec.recommender import MANIFEST_FILE
 from simrec.steps import register as register_step
 from simrec.steps.register import Gate, promotion, read_evaluation, read_validation
@@ -28,18 +29,20 @@ def validated(models) -> tuple[Path, Path, str]:
 
 
 def _register(validated, tmp_path: Path, name: str = "simrec", experiment: str = "simrec", **gate) -> dict:
-    """The step's command line, in this process; returns its registered output."""
+    """The step's command line, in this process, with the run's identity where a pod has it (its env, from
+    the downward API); returns its registered output."""
     model, validation, model_id = validated
     outputs = tmp_path / f"out-{len(list(tmp_path.glob('out-*')))}"
     outputs.mkdir()
     record = evaluation(model_id, gate.pop("run_id"), **gate)
     evaluation_file = write_json(outputs / "evaluation.json", record)
-    simrec(
-        ["register", "--model", str(model), "--evaluation", str(evaluation_file), "--validation",
-         str(validation), "--model-name", name, "--git-sha", "0a1b2c3d", "--pipeline-run-id",
-         "simrec-20261127-120000", "--experiment", experiment,
-         "--registered-out", str(outputs / "registered"), "--version-out", str(outputs / "version")]
-    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PIPELINE_RUN_ENV, "simrec-20261127-120000")
+        simrec(
+            ["register", "--model", str(model), "--evaluation", str(evaluation_file), "--validation",
+             str(validation), "--model-name", name, "--git-sha", "0a1b2c3d", "--experiment", experiment,
+             "--registered-out", str(outputs / "registered"), "--version-out", str(outputs / "version")]
+        )  # fmt: skip
     registered = json.loads((outputs / "registered").read_text())
     assert (outputs / "version").read_text() == str(registered["version"])
     return registered

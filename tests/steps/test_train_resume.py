@@ -39,11 +39,16 @@ def _command(lineage_file: Path, root: Path) -> list[str]:
     ]
 
 
-def _history(root: Path) -> list[dict]:
-    # one subfolder per training content: the killed run and its retry train the same, so they share it
+def _checkpoints(root: Path) -> Path:
+    """The training's checkpoint folder: one per training content, so the killed run and its retry, which
+    train the same, share it (a path that does not exist yet before the first checkpoint)."""
     folders = list((root / "ckpt").glob("train-*"))
     assert len(folders) <= 1, folders
-    path = folders[0] / "history.json" if folders else root / "missing"
+    return folders[0] if folders else root / "ckpt" / "not-yet"
+
+
+def _history(root: Path) -> list[dict]:
+    path = _checkpoints(root) / "history.json"
     return json.loads(path.read_text()) if path.exists() else []
 
 
@@ -83,7 +88,7 @@ def test_killed_training_resumes_with_a_continuous_curve(lineage_file, tracking,
     assert abs(resumed[-1]["val_recall_at_1"] - uninterrupted[-1]["val_recall_at_1"]) < 0.15
     assert (interrupted / "model" / "embedding.keras").exists()
 
-    run_id = json.loads((interrupted / "ckpt" / "mlflow_run.json").read_text())["run_id"]
+    run_id = json.loads((_checkpoints(interrupted) / "mlflow_run.json").read_text())["run_id"]
     curve = mlflow.MlflowClient().get_metric_history(run_id, "train_loss")
     assert sorted({m.step for m in curve}) == [1, 2, 3]  # one MLflow run, continued
 
@@ -109,8 +114,8 @@ def test_training_killed_at_a_crash_point_resumes(lineage_file, tracking, tmp_pa
         command, env=os.environ | {CRASH_AT: crash_at}, capture_output=True, text=True, timeout=600
     )
     assert crashed.returncode != 0, "the crash point was not reached"
-    assert (tmp_path / "ckpt" / "checkpoint").exists() and not (tmp_path / "model").exists()
-    run_id = json.loads((tmp_path / "ckpt" / "mlflow_run.json").read_text())["run_id"]
+    assert (_checkpoints(tmp_path) / "checkpoint").exists() and not (tmp_path / "model").exists()
+    run_id = json.loads((_checkpoints(tmp_path) / "mlflow_run.json").read_text())["run_id"]
 
     _run(command)
     assert [h["epoch"] for h in _history(tmp_path)] == [1, 2]
