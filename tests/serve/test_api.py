@@ -273,6 +273,16 @@ BAD_REQUESTS = [
     ),
     ("deploy outside root", "/admin/deploy", {"package": "/tmp", "version": "9"}, {}, 400, PACKAGE_REFUSED),
     ("deploy escape", "/admin/deploy", {"package": "../..", "version": "9"}, {}, 400, PACKAGE_REFUSED),
+    # found by schemathesis: a name longer than the file system allows made resolving it raise
+    (
+        "deploy name too long",
+        "/admin/deploy",
+        {"package": "0" * 4096, "version": "9"},
+        {},
+        400,
+        PACKAGE_REFUSED,
+    ),
+    ("deploy NUL byte", "/admin/deploy", {"package": "v1\u0000", "version": "9"}, {}, 400, PACKAGE_REFUSED),
 ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simrec.errors import InputError
 from simrec.recommender import ITEM_COLUMNS, Recommender
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,11 @@ class ServingState:
         if self.package_root is None:
             log.warning("deploy of %r refused: this server has no --package-root", package)
             raise Refused(PACKAGE_REFUSED, 400)
-        resolved = (self.package_root / package).resolve()
+        try:
+            resolved = (self.package_root / package).resolve()
+        except ValueError as exc:  # a NUL byte in the name
+            log.warning("deploy of %r refused: %s", package, exc)
+            raise Refused(PACKAGE_REFUSED, 400) from exc
         if not resolved.is_relative_to(self.package_root):
             log.warning("deploy of %r refused: %s is outside %s", package, resolved, self.package_root)
             raise Refused(PACKAGE_REFUSED, 400)
@@ -126,15 +131,14 @@ class ServingState:
 
     @staticmethod
     def _load(package: str) -> Recommender:
-        if not Path(package).is_dir():
-            log.warning("package %s refused: not a folder", package)
-            raise Refused(PACKAGE_REFUSED, 400)
         try:
+            if not Path(package).is_dir():  # OSError for a name longer than the file system allows
+                raise InputError("not a folder")
             recommender = Recommender(Path(package))
             # Warm-up: the first call traces the tf.function; do it before any user request can wait.
             recommender.similar_to_pixels(np.zeros((1, 28, 28), np.uint8), 5)
             problems = recommender.check_smoke_queries()
-        except Exception as exc:  # a missing file (InputError) or whatever a corrupt file's loader raises
+        except Exception as exc:  # InputError for a missing file; a corrupt file's loader raises anything
             log.warning("package %s refused: %s: %s", package, type(exc).__name__, exc)
             raise Refused(PACKAGE_REFUSED, 400) from exc
         if problems:
