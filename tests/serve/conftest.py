@@ -58,10 +58,10 @@ def server(packages, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def plain_server(packages, tmp_path_factory):
-    """As KServe runs it: no admin routes; one model thread and a queue of two images, so that a burst
-    overflows it."""
+    """As KServe runs it: no admin routes; one model thread and at most two queries in flight, so that a
+    burst overflows it."""
     folder = tmp_path_factory.mktemp("plain-server")
-    args = ("--package", str(packages["v1"]), "--model-threads", "1", "--max-queue", "2")
+    args = ("--package", str(packages["v1"]), "--model-threads", "1", "--max-in-flight", "2")
     running = start_server(folder, TOKEN, *args)
     yield running
     running.stop()

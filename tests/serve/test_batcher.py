@@ -15,7 +15,8 @@ import pytest
 from serve_helpers import free_port
 
 from simrec.recommender import Neighbour
-from simrec.serving.batcher import FIRST_COST_S, Batcher, Overloaded
+from simrec.serving.admission import FIRST_RATE, Admission
+from simrec.serving.batcher import Batcher
 
 
 class Recording:
@@ -87,35 +88,31 @@ def test_a_failing_version_fails_only_its_own_queries():
             assert answer[0][0].item_id == f"{n}-0"
 
 
-def test_past_the_bound_queries_are_shed_at_once_and_the_queue_recovers():
-    recommender = Recording(seconds=0.05)
+def test_batch_sizes_are_reported():
     batches: list[int] = []
-    batcher = Batcher(1, max_queue=4, on_batch=batches.append)
-    answers = asyncio.run(ask_all(batcher, [recommender], 10))
-    shed = [n for n, answer in enumerate(answers) if isinstance(answer, Overloaded)]
-    assert shed == [4, 5, 6, 7, 8, 9] and recommender.batches == batches == [4]
-    assert batcher.pending_images == 0
-    # nothing waits any more: the next burst within the bound is answered in full
-    assert not [a for a in asyncio.run(ask_all(batcher, [recommender], 4)) if isinstance(a, Exception)]
+    asyncio.run(ask_all(Batcher(1, on_batch=batches.append), [Recording()], 12))
+    assert batches == [12]
 
 
-def test_one_request_larger_than_the_bound_goes_when_nothing_waits():
-    batcher = Batcher(1, max_queue=2)
-    pixels = np.zeros((5, 28, 28), np.uint8)
-    assert len(asyncio.run(batcher.similar_to_pixels(Recording(), pixels, 1))) == 5
+def test_admission_sheds_past_a_fixed_bound_and_frees_places():
+    admission = Admission(1, 0.05, max_in_flight=2)
+    assert (admission.admit(), admission.admit(), admission.admit()) == (1, 2, None)
+    admission.done(2, 0.01)
+    assert admission.in_flight == 1 and admission.admit() == 2
 
 
-def test_the_bound_follows_the_latency_budget_and_the_measured_cost():
-    batcher = Batcher(2, latency_budget_s=0.2)
-    assert batcher.limit == int(2 * 0.2 / FIRST_COST_S)
-
-    async def one_at_a_time(recommender: Recording, count: int) -> None:
-        for n in range(count):
-            await batcher.similar_to_pixels(recommender, image(n), 1)
-
-    # a model taking 50 ms per image: two threads embed 8 within 200 ms
-    asyncio.run(one_at_a_time(Recording(seconds=0.05), 40))
-    assert 8 <= batcher.limit <= 9
+def test_the_admission_bound_is_the_throughput_within_the_budget():
+    """Little's law: in flight = throughput x latency; the bound lets in what is answered in the budget."""
+    admission = Admission(2, latency_budget_s=0.05)
+    assert admission.limit == int(FIRST_RATE * 0.05)
+    for _ in range(300):  # 8 in flight answered in 40 ms each: 200 requests/s, 10 of them within 50 ms
+        admission.admit()
+        admission.done(8, 0.04)
+    assert admission.limit == 10
+    for _ in range(300):  # far slower than the budget: still one per model thread
+        admission.admit()
+        admission.done(1, 1.0)
+    assert admission.limit == 2 and admission.in_flight == 0
 
 
 @pytest.mark.parametrize(
@@ -125,7 +122,7 @@ def test_the_bound_follows_the_latency_budget_and_the_measured_cost():
         (["--threads", "two"], {}, "argument --threads: not an integer: 'two'"),
         (["--max-body-bytes", "0"], {}, "argument --max-body-bytes: must be at least 1, got 0"),
         (["--max-admin-body-bytes", "-5"], {}, "argument --max-admin-body-bytes: must be at least 1, got -5"),
-        (["--max-queue", "0"], {}, "argument --max-queue: must be at least 1, got 0"),
+        (["--max-in-flight", "0"], {}, "argument --max-in-flight: must be at least 1, got 0"),
         (["--latency-budget-ms", "0"], {}, "argument --latency-budget-ms: must be a finite number above 0"),
         (["--latency-budget-ms", "nan"], {}, "argument --latency-budget-ms: must be a finite number above 0"),
         (

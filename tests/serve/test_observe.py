@@ -54,7 +54,8 @@ def test_metrics_move_with_the_requests(server):
     info = [labels for (name, labels) in after if name == "simrec_model_info"]
     assert len(info) == 1 and {("version", "1"), ("model_name", "simrec")} <= info[0]
     assert value(after, "simrec_index_items") == 300 and value(after, "simrec_index_version") == 1
-    assert value(after, "simrec_queue_images") == 0 and value(after, "simrec_queue_limit_images") >= 1
+    assert value(after, "simrec_queue_images") == 0 and value(after, "simrec_in_flight_requests") == 0
+    assert value(after, "simrec_in_flight_limit") >= 1
     assert value(after, "simrec_shed_requests_total") == 0
 
 

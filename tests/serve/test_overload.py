@@ -21,8 +21,8 @@ def shed_count(server) -> float:
 
 
 def test_a_burst_is_shed_with_503_and_retry_after_then_answered(plain_server):
-    """plain_server: one model thread, at most 2 images waiting. Each request carries 64 images, so while
-    one batch is embedded a second request may wait and a third is refused."""
+    """plain_server: one model thread, at most 2 queries in flight. Each carries 64 images (the largest
+    batch), so 16 clients at once overflow it."""
     server = plain_server
     body = {"inputs": [{"name": "image", "shape": [64], "datatype": "BYTES", "data": BATCH}]}
     shed_before = shed_count(server)
@@ -44,7 +44,7 @@ def test_a_burst_is_shed_with_503_and_retry_after_then_answered(plain_server):
         else:
             assert answer.json()["outputs"][0]["shape"] == [64, 5]
     assert shed_count(server) - shed_before == statuses[503]
-    # the queue was never more than its bound: the server answers at once again
+    # nothing was left waiting: the server answers at once again
     assert server.similar(image=BATCH[0], k=3)
     follow_up = [ask(n) for n in range(3)]  # one at a time: nothing waits, nothing is shed
     assert [answer.status_code for answer in follow_up] == [200, 200, 200]

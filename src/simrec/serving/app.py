@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from simrec.errors import InputError, validation_problems
 from simrec.recommender import Neighbour, item_label
 from simrec.serving import schemas as s
-from simrec.serving.batcher import Batcher, Overloaded
+from simrec.serving.admission import Admission, Shed
+from simrec.serving.batcher import Batcher
 from simrec.serving.guard import Guard
 from simrec.serving.inputs import (
     Query as ItemQuery,
@@ -54,7 +55,6 @@ admin_bearer = Security(
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": s.ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
-RETRY_AFTER_S = 1  # what a shed request is told to wait: a burst's queue drains within the latency budget
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Settings:
     model_threads: int = 1
     model_thread_setup: Callable[[], None] | None = None
     latency_budget_s: float = 0.05
-    max_queue: int | None = None  # a fixed queue bound instead of the latency budget's
+    max_in_flight: int | None = None  # a fixed bound on the queries in flight instead of the budget's
     metrics: bool = True
     access_log: bool = True
 
@@ -121,12 +121,11 @@ def create_app(state: ServingState, settings: Settings) -> FastAPI:
     batcher = Batcher(
         settings.model_threads,
         settings.model_thread_setup,
-        latency_budget_s=settings.latency_budget_s,
-        max_queue=settings.max_queue,
         on_batch=metrics.batch_size.observe if metrics else None,
     )
+    admission = Admission(settings.model_threads, settings.latency_budget_s, settings.max_in_flight)
     if metrics:
-        metrics.watch(batcher)
+        metrics.watch(batcher, admission)
 
     def serving() -> Served:
         current = state.current
@@ -159,12 +158,6 @@ def create_app(state: ServingState, settings: Settings) -> FastAPI:
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
         return _error(exc.status, exc.reason)
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        if metrics:
-            metrics.shed.inc()
-        return _error(503, str(exc), {"Retry-After": str(RETRY_AFTER_S)})
 
     # --- probes and the page (public) ---
 
@@ -319,6 +312,7 @@ def create_app(state: ServingState, settings: Settings) -> FastAPI:
         log.exception("unexpected error")
         return _error(500, f"internal error: {type(exc).__name__}")
 
+    app.add_middleware(Shed, admission=admission, on_shed=metrics.shed.inc if metrics else None)
     app.add_middleware(
         Guard,
         token=settings.token,

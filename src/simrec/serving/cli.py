@@ -95,11 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-budget-ms",
         type=positive_float,
         default=50.0,
-        help="what waiting for a model thread may add to an image query; past the queue this allows, "
-        "requests are refused with 503 and Retry-After (default 50)",
+        help="the time a query may take in the server; past the queries in flight this allows, requests "
+        "are refused with 503 and Retry-After (default 50)",
     )
     parser.add_argument(
-        "--max-queue", type=positive_int, help="a fixed bound on the images waiting, instead of the budget's"
+        "--max-in-flight",
+        type=positive_int,
+        help="a fixed bound on the queries in flight, instead of the budget's",
     )
     parser.add_argument(
         "--max-body-bytes", type=positive_int, default=1 << 20, help="query request limit (1 MiB)"
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         model_threads=model_threads,
         model_thread_setup=functools.partial(faiss_threads, args.threads),
         latency_budget_s=args.latency_budget_ms / 1000,
-        max_queue=args.max_queue,
+        max_in_flight=args.max_in_flight,
         metrics=not args.no_metrics,
         access_log=not args.no_access_log,
     )

@@ -30,7 +30,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 DRAIN_BYTES = 8 << 20
 
 
-async def _reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
+async def reply(send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] = ()) -> None:
     body = json.dumps({"error": error}).encode()
     await send(
         {
@@ -81,7 +81,7 @@ class Guard:
         """Answers and returns True when the credential does not open the plane `path` is on."""
         if path.startswith(ADMIN_PREFIX):
             if self.admin is None:
-                await _reply(send, 404, "not found: the admin routes are off on this server")
+                await reply(send, 404, "not found: the admin routes are off on this server")
                 return True
             expected, other, other_name = self.admin, self.query, "query"
         elif self.query is None or path in PUBLIC_PATHS:
@@ -92,10 +92,10 @@ class Guard:
             return False
         if _matches(given, other):
             plane = "the query routes" if other_name == "admin" else "the admin routes"
-            await _reply(send, 403, f"the {other_name} token does not open {plane}")
+            await reply(send, 403, f"the {other_name} token does not open {plane}")
             return True
         reason = "missing bearer token" if not given else "wrong bearer token"
-        await _reply(send, 401, f"{reason}: send 'Authorization: Bearer <token>'",
+        await reply(send, 401, f"{reason}: send 'Authorization: Bearer <token>'",
                      [(b"www-authenticate", b"Bearer")])  # fmt: skip
         return True
 
@@ -115,7 +115,7 @@ class Guard:
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _drain(receive, True, DRAIN_BYTES if declared.isdigit() else 0)
-            await _reply(send, 413, too_large)
+            await reply(send, 413, too_large)
             return
         # Read the whole (bounded) body here, so a client that streams more than it declared, or sends
         # chunked, is stopped at the limit too; the route then reads it from memory.
@@ -129,14 +129,14 @@ class Guard:
             more = message.get("more_body", False)
             if size > limit:
                 await _drain(receive, more, DRAIN_BYTES)
-                await _reply(send, 413, too_large)
+                await reply(send, 413, too_large)
                 return
             chunks.append(chunk)
         body = b"".join(chunks)
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if body and content_type != b"application/json":
             shown = content_type.decode("latin-1") or "none"
-            await _reply(send, 415, f"content type must be application/json, got {shown}")
+            await reply(send, 415, f"content type must be application/json, got {shown}")
             return
         replayed = False
 
