@@ -4,6 +4,7 @@ around everything else, so refusals by the guard (401, 413, ...) are seen too.""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -60,14 +61,23 @@ class Observe:
         self.routes = routes
         self.metrics = metrics
         self.log_requests = log_requests
+        # Refused requests repeat the same few paths (a shed burst: thousands a second), and matching
+        # them against every route costs more than the rest of the refusal; a client's own paths cannot
+        # grow the cache past its bound.
+        self._template = functools.lru_cache(maxsize=512)(self._match)
+
+    def _match(self, method: str, path: str) -> str:
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        return getattr(route, "path", OTHER_ROUTE)
 
     def _route(self, scope: Scope) -> str:
         """The route template: set by the router when the request got that far, else matched here (a
-        request the guard refused)."""
+        request refused before routing: the guard's, a shed one)."""
         route = scope.get("route")
-        if route is None:
-            route = next((r for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
-        return getattr(route, "path", OTHER_ROUTE)
+        if route is not None:
+            return route.path
+        return self._template(scope["method"], scope["path"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
