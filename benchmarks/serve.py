@@ -307,7 +307,7 @@ def main() -> None:
                     f"{url}/similar", headers, similar, clients, args.seconds, patient=patient
                 )
                 # right after, without a warm-up: is one client answered as fast as before?
-                results[(f"  one client right after those {clients}", 1)] = load(
+                results[(f"  one client right after those {clients} ({kind})", 1)] = load(
                     f"{url}/similar", headers, similar, 1, 3.0, warm_up_s=0
                 )
         (args.workdir / "metrics.txt").write_text(requests.get(f"{url}/metrics", timeout=10).text)
@@ -328,10 +328,10 @@ def main() -> None:
         ("p50 ms", 9),
         ("p99 ms", 9),
     )
-    print(f"{'server':<58}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
+    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
     for (name, clients), r in results.items():
         print(
-            f"{name:<58}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['shed_pct']:>7.1f}{r['rps']:>9.1f}"
+            f"{name:<66}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['shed_pct']:>7.1f}{r['rps']:>9.1f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
         )
     print(f"\n/metrics after the runs above (metrics on): {args.workdir / 'metrics.txt'}")

@@ -96,23 +96,32 @@ def test_batch_sizes_are_reported():
 
 def test_admission_sheds_past_a_fixed_bound_and_frees_places():
     admission = Admission(1, 0.05, max_in_flight=2)
-    assert (admission.admit(), admission.admit(), admission.admit()) == (1, 2, None)
-    admission.done(2, 0.01)
-    assert admission.in_flight == 1 and admission.admit() == 2
+    assert (admission.admit(), admission.admit(), admission.admit()) == (True, True, False)
+    admission.done(0.01)
+    assert admission.in_flight == 1 and admission.admit()
 
 
-def test_the_admission_bound_is_the_throughput_within_the_budget():
-    """Little's law: in flight = throughput x latency; the bound lets in what is answered in the budget."""
+def answer_all(admission: Admission, seconds: float, count: int, concurrent: int) -> None:
+    """`count` answers taking `seconds` each, with `concurrent` requests kept in flight (or the bound)."""
+    for _ in range(count):
+        while admission.in_flight < concurrent and admission.admit():
+            pass
+        admission.done(seconds)
+
+
+def test_the_admission_bound_follows_the_latency_budget():
     admission = Admission(2, latency_budget_s=0.05)
-    assert admission.limit == int(FIRST_RATE * 0.05)
-    for _ in range(300):  # 8 in flight answered in 40 ms each: 200 requests/s, 10 of them within 50 ms
-        admission.admit()
-        admission.done(8, 0.04)
-    assert admission.limit == 10
-    for _ in range(300):  # far slower than the budget: still one per model thread
-        admission.admit()
-        admission.done(1, 1.0)
-    assert admission.limit == 2 and admission.in_flight == 0
+    first = admission.limit
+    assert first == int(FIRST_RATE * 0.05)
+    answer_all(admission, 0.01, 500, concurrent=4)  # fast answers, the bound not in use: it stays
+    assert admission.limit == first
+    answer_all(admission, 0.01, 2000, concurrent=1000)  # fast answers with the bound full: it grows
+    grown = admission.limit
+    assert grown > first + 20
+    answer_all(admission, 0.2, 10, concurrent=1000)  # a burst of slow answers is one signal
+    assert abs(admission.limit - 0.9 * grown) <= 1
+    answer_all(admission, 0.2, 5000, concurrent=1000)  # answers keep missing the budget: down to the floor
+    assert admission.limit == 2
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,16 @@ searching and writing the answer. (A bound on the model threads' queue alone did
 64 clients on 2 cores the accepted requests' p99 was 326 ms with that queue at most 38 images, the time
 being spent on the event loop, parsing and answering them.)
 
-The bound follows from a latency budget by Little's law: requests in flight = throughput x latency, so
-at most `throughput x budget` requests may be in flight for each to be answered within the budget. The
-throughput is estimated from the requests themselves (in flight / latency, a moving average), so the
-bound follows the model, the catalogue and the machine; it is never below the model threads' count."""
+The bound follows from a latency budget, found the way TCP finds a window (additive increase,
+multiplicative decrease; Netflix's concurrency-limits calls it AIMD): while answers come within the
+budget and the bound is in use (at least half of it in flight), it grows by one per bound's worth of
+answers; an answer over the budget shrinks it by a tenth, at most once per bound's worth of answers (a
+burst of slow answers is one signal, not many), never below the model threads' count. It starts at
+what Little's law gives for one client's rate on the benchmark machine (500 req/s x budget). So the bound
+settles where the answers take about the budget, whatever slows them: the model, the catalogue, the
+machine, or a storm of clients retrying at once, whose refusals take the event loop's time too (a bound
+estimated from in flight / latency shrank to the floor in such a storm, as its latency did not come from
+the requests in flight)."""
 
 from __future__ import annotations
 
@@ -20,8 +26,8 @@ from collections.abc import Callable
 
 from simrec.serving.guard import ASGIApp, Receive, Scope, Send, reply
 
-FIRST_RATE = 500.0  # requests/s assumed until measured: one client's rate on the benchmark machine
-SMOOTHING = 0.05  # weight of the newest request in the moving average of the throughput
+FIRST_RATE = 500.0  # requests/s that set the first bound: one client's rate on the benchmark machine
+BACKOFF = 0.9  # what an answer over the budget leaves of the bound
 RETRY_AFTER_S = 1  # what a shed request is told to wait: past a burst, the budget drains in far less
 
 
@@ -40,25 +46,30 @@ class Admission:
         self._floor = model_threads
         self._budget_s = latency_budget_s
         self._fixed = max_in_flight
-        self._rate = FIRST_RATE
+        self._bound = max(float(model_threads), FIRST_RATE * latency_budget_s)
+        self._since_backoff = 0  # answers since the bound last shrank
 
     @property
     def limit(self) -> int:
-        if self._fixed is not None:
-            return self._fixed
-        return max(self._floor, int(self._rate * self._budget_s))
+        return self._fixed if self._fixed is not None else int(self._bound)
 
-    def admit(self) -> int | None:
-        """The requests in flight with this one, or None: shed it."""
+    def admit(self) -> bool:
         if self.in_flight >= self.limit:
-            return None
+            return False
         self.in_flight += 1
-        return self.in_flight
+        return True
 
-    def done(self, in_flight: int, seconds: float) -> None:
-        """A request admitted with `in_flight` requests in flight took `seconds`."""
+    def done(self, seconds: float) -> None:
+        """An admitted request was answered in `seconds`."""
+        in_use = 2 * self.in_flight >= self._bound
         self.in_flight -= 1
-        self._rate += SMOOTHING * (in_flight / max(seconds, 1e-4) - self._rate)
+        self._since_backoff += 1
+        if seconds > self._budget_s:
+            if self._since_backoff >= self._bound:
+                self._bound = max(self._floor, self._bound * BACKOFF)
+                self._since_backoff = 0
+        elif in_use:
+            self._bound += 1 / self._bound
 
 
 class Shed:
@@ -74,8 +85,7 @@ class Shed:
         if scope["type"] != "http" or not _may_need_the_model(scope):
             await self.app(scope, receive, send)
             return
-        in_flight = self.admission.admit()
-        if in_flight is None:
+        if not self.admission.admit():
             if self.on_shed is not None:
                 self.on_shed()
             message = f"overloaded: {self.admission.limit} requests already in flight; retry shortly"
@@ -85,4 +95,4 @@ class Shed:
         try:
             await self.app(scope, receive, send)
         finally:
-            self.admission.done(in_flight, time.perf_counter() - started)
+            self.admission.done(time.perf_counter() - started)
