@@ -84,7 +84,9 @@ class Metrics:
             "simrec_batch_images", "images per model batch", buckets=BATCH_BUCKETS, registry=registry
         )
         self.shed = Counter(
-            "simrec_shed_requests", "requests refused with 503 because the queue was full", registry=registry
+            "simrec_shed_requests",
+            "queries refused with 503: the in-flight bound was reached",
+            registry=registry,
         )
         self.added = Counter(
             "simrec_live_items_added",
