@@ -1,8 +1,12 @@
 """Benchmark: `simrec serve` against stock `mlflow models serve` of a naive reference pyfunc, top-5 on the
-real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run.
+real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run; at 8 clients simrec
+serve with its Prometheus metrics on and off (--no-metrics), two servers side by side, loads alternated
+over --rounds; with --overload, also 64 and 256 clients against the metrics-on server (load shedding:
+503 share, p99 of the accepted requests), each followed at once by one client, to see it recover.
 
 Run in the steps environment (it has full MLflow for the reference; simrec serve runs in .envs/serve):
-    .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve]
+    .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve] [--overload]
+        [--no-reference]
 
 No trained model is needed: the package is built from an *untrained* model with the train component's
 default architecture and inference options (strong, 128-d, flip averaging: two forward passes per image;
@@ -11,7 +15,10 @@ Latency does not depend on the weights, only on the architecture and the catalog
 The reference is what a first design would do: an MLflow PythonModel that takes base64 PNGs in a
 DataFrame, runs Keras `model.predict` and an exact numpy search over all 70k embeddings. Both servers
 answer the same base64 PNGs (test images); the servers run one after the other, alone, on this machine,
-and the client runs here too, on the same 2 cores (its CPU is reported)."""
+and the client runs here too, on the same 2 cores (its CPU is reported). Each client sends its next
+request as soon as an answer arrives; under overload, once with clients that wait as a 503's
+Retry-After says (as KServe's activator and well-behaved clients do), once with impatient ones that
+retry at once. Latencies are those of the answered (200) requests."""
 
 from __future__ import annotations
 
@@ -169,43 +176,73 @@ def stop(process: subprocess.Popen) -> None:
     process.wait(30)
 
 
-def load(url: str, headers: dict[str, str], bodies: list[bytes], clients: int, seconds: float) -> dict:
-    """`clients` concurrent connections, each sending its next request when the previous answer arrived.
+def load(
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    clients: int,
+    seconds: float,
+    warm_up_s: float = 2.0,
+    patient: bool = True,
+) -> dict:
+    """`clients` concurrent connections, each sending its next request when the previous answer arrived
+    (after a 503, when its Retry-After has passed, unless not `patient`), measured after `warm_up_s`.
     One asyncio client (aiohttp): it needs a few % of a core, where 8 `requests` threads needed ~40% of
     one of the two cores the server runs on, and their GIL contention added to the measured latency."""
-    return asyncio.run(_load(url, headers, bodies, clients, seconds))
+    return asyncio.run(_load(url, headers, bodies, clients, seconds, warm_up_s, patient))
 
 
-async def _load(url: str, headers: dict[str, str], bodies: list[bytes], clients: int, seconds: float) -> dict:
+async def _load(
+    url: str,
+    headers: dict[str, str],
+    bodies: list[bytes],
+    clients: int,
+    seconds: float,
+    warm_up_s: float,
+    patient: bool,
+) -> dict:
     import aiohttp
+
+    def fresh() -> dict:
+        return {"latencies": [], "shed": 0, "errors": 0}
 
     async def client(session: aiohttp.ClientSession, number: int, stop_at: float, record: dict) -> None:
         i = number
         while (sent := time.perf_counter()) < stop_at:
             async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as response:
                 await response.read()
-            record["latencies"].append(time.perf_counter() - sent)
-            record["errors"] += response.status != 200
+            if response.status == 200:
+                record["latencies"].append(time.perf_counter() - sent)
+            elif response.status == 503:
+                record["shed"] += 1
+                if patient:
+                    wait = float(response.headers.get("Retry-After", 0))
+                    await asyncio.sleep(max(0.0, min(wait, stop_at - time.perf_counter())))
+            else:
+                record["errors"] += 1
             i += clients
 
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        warm_up = {"latencies": [], "errors": 0}  # connections, first calls
-        await asyncio.gather(*(client(session, n, time.perf_counter() + 2, warm_up) for n in range(clients)))
-        record = {"latencies": [], "errors": 0}
+        warm_up = fresh()  # connections, first calls
+        stop_at = time.perf_counter() + warm_up_s
+        await asyncio.gather(*(client(session, n, stop_at, warm_up) for n in range(clients)))
+        record = fresh()
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         await asyncio.gather(*(client(session, n, started + seconds, record) for n in range(clients)))
         wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    all_ms = np.array(record["latencies"]) * 1000
+    ok_ms = np.array(record["latencies"]) * 1000
+    sent = len(ok_ms) + record["shed"] + record["errors"]
     return {
-        "requests": len(all_ms),
-        "errors": record["errors"],
-        "rps": len(all_ms) / wall,
-        "p50_ms": float(np.percentile(all_ms, 50)),
-        "p99_ms": float(np.percentile(all_ms, 99)),
+        "requests": sent,
+        "errors": record["errors"],  # neither 200 nor 503
+        "shed_pct": 100 * record["shed"] / sent,
+        "rps": len(ok_ms) / wall,  # answered
+        "p50_ms": float(np.percentile(ok_ms, 50)),
+        "p99_ms": float(np.percentile(ok_ms, 99)),
         "client_cpu_pct": 100 * cpu / wall,
     }
 
@@ -214,39 +251,43 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds per configuration")
     parser.add_argument("--workdir", type=Path, default=ROOT / ".simrec" / "bench" / "serve")
+    parser.add_argument("--overload", action="store_true", help="also 64 and 256 clients (load shedding)")
+    parser.add_argument("--no-reference", action="store_true", help="skip mlflow models serve")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated 8-client rounds, metrics on/off")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
     package, images = build(args.workdir)
-    reference = save_reference(args.workdir)
+    reference = None if args.no_reference else save_reference(args.workdir)
     print("uptime before:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
     token = "bench-token"
-    port = free_port()
-    simrec = start(
-        [
-            str(ENVS / "serve/bin/python"),
-            "-m",
-            "simrec",
-            "serve",
-            "--package",
-            str(package),
-            "--port",
-            str(port),
-        ],
-        f"http://127.0.0.1:{port}/v2/health/ready",
-        args.workdir / "simrec-serve.log",
-        env | {"SIMREC_SERVE_TOKEN": token},
-    )
+    similar = [json.dumps({"image": image, "k": K}).encode() for image in images]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     results = {}
+    # Metrics on and off side by side, loads alternated round by round: the machine's speed drifts by
+    # tens of % within minutes, so one server after the other would compare the drift, not the servers.
+    servers = {"metrics on": [], "metrics off": ["--no-metrics"]}
+    urls, processes = {}, []
     try:
-        similar = [json.dumps({"image": image, "k": K}).encode() for image in images]
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        for clients in (1, 8):
-            results[("simrec serve /similar", clients)] = load(
-                f"http://127.0.0.1:{port}/similar", headers, similar, clients, args.seconds
-            )
-            print("simrec serve /similar", clients, results[("simrec serve /similar", clients)], flush=True)
+        for name, flags in servers.items():
+            port = free_port()
+            command = [str(ENVS / "serve/bin/python"), "-m", "simrec", "serve", "--package", str(package)]
+            log = args.workdir / f"simrec-serve-{name.replace(' ', '-')}.log"
+            ready = f"http://127.0.0.1:{port}/v2/health/ready"
+            command += ["--port", str(port), *flags]
+            processes.append(start(command, ready, log, env | {"SIMREC_SERVE_TOKEN": token}))
+            urls[name] = f"http://127.0.0.1:{port}"
+        url = urls["metrics on"]
+        results[("simrec serve /similar", 1)] = load(f"{url}/similar", headers, similar, 1, args.seconds)
+        rounds: dict[str, list[dict]] = {name: [] for name in servers}
+        for number in range(args.rounds):
+            for name in servers:
+                rounds[name].append(load(f"{urls[name]}/similar", headers, similar, 8, args.seconds))
+                results[(f"  round {number + 1}, {name}", 8)] = rounds[name][-1]
+        for name in servers:
+            median = {key: float(np.median([r[key] for r in rounds[name]])) for key in rounds[name][0]}
+            results[(f"simrec serve /similar, {name} (median of rounds)", 8)] = median
         infer = [
             json.dumps(
                 {
@@ -257,11 +298,53 @@ def main() -> None:
             for image in images
         ]
         results[("simrec serve v2 infer", 8)] = load(
-            f"http://127.0.0.1:{port}/v2/models/simrec/infer", headers, infer, 8, args.seconds
+            f"{url}/v2/models/simrec/infer", headers, infer, 8, args.seconds
         )
+        if args.overload:
+            for clients, patient in ((64, True), (256, True), (64, False), (256, False)):
+                kind = "overload, Retry-After" if patient else "overload, impatient"
+                results[(f"simrec serve /similar, {kind}", clients)] = load(
+                    f"{url}/similar", headers, similar, clients, args.seconds, patient=patient
+                )
+                # right after, without a warm-up: is one client answered as fast as before?
+                results[(f"  one client right after those {clients} ({kind})", 1)] = load(
+                    f"{url}/similar", headers, similar, 1, 3.0, warm_up_s=0
+                )
+        (args.workdir / "metrics.txt").write_text(requests.get(f"{url}/metrics", timeout=10).text)
     finally:
-        stop(simrec)
+        for process in processes:
+            stop(process)
+    if reference is not None:
+        run_reference(reference, images, env, args, results)
+    print("uptime after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
 
+    print(f"\ntop-{K} over {70_000} items, {args.seconds:.0f} s per row, {os.cpu_count()} CPU cores")
+    columns = (
+        ("clients", 8),
+        ("requests", 10),
+        ("errors", 8),
+        ("503 %", 7),
+        ("req/s", 9),
+        ("p50 ms", 9),
+        ("p99 ms", 9),
+    )
+    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
+    for (name, clients), r in results.items():
+        print(
+            f"{name:<66}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['shed_pct']:>7.1f}{r['rps']:>9.1f}"
+            f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
+        )
+    print(f"\n/metrics after the runs above (metrics on): {args.workdir / 'metrics.txt'}")
+    if reference is not None:
+        ours = results[("simrec serve /similar, metrics on (median of rounds)", 8)]["rps"]
+        theirs = results[("mlflow models serve (reference)", 8)]["rps"]
+        print(f"throughput at 8 clients: {ours / theirs:.1f}x the reference")
+
+
+def run_reference(
+    reference: Path, images: list[str], env: dict[str, str], args: argparse.Namespace, results: dict
+) -> None:
+    """mlflow models serve of the naive pyfunc, at 1 and 8 clients."""
     port = free_port()
     mlflow = start(
         [
@@ -295,19 +378,6 @@ def main() -> None:
             )
     finally:
         stop(mlflow)
-    print("uptime after: ", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
-
-    print(f"\ntop-{K} over {70_000} items, {args.seconds:.0f} s per row, {os.cpu_count()} CPU cores")
-    columns = ("clients", 8), ("requests", 10), ("errors", 8), ("req/s", 9), ("p50 ms", 9), ("p99 ms", 9)
-    print(f"{'server':<34}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
-    for (name, clients), r in results.items():
-        print(
-            f"{name:<34}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['rps']:>9.1f}{r['p50_ms']:>9.2f}"
-            f"{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
-        )
-    ours = results[("simrec serve /similar", 8)]["rps"]
-    theirs = results[("mlflow models serve (reference)", 8)]["rps"]
-    print(f"\nthroughput at 8 clients: {ours / theirs:.1f}x the reference")
 
 
 if __name__ == "__main__":

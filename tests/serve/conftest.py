@@ -15,6 +15,7 @@ os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 TOKEN = "test-token-0123456789"
+ADMIN_TOKEN = "test-admin-token-9876543210"
 
 
 @pytest.fixture(scope="session")
@@ -38,15 +39,48 @@ def packages(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def server(packages, tmp_path_factory):
-    """A server for read-only tests (nothing here deploys or adds items)."""
-    running = start_server(tmp_path_factory.mktemp("server"), TOKEN, "--package", str(packages["v1"]))
+    """A server for read-only tests (nothing here deploys or adds items): admin routes on, but with an
+    empty package root, so no request can deploy anything."""
+    folder = tmp_path_factory.mktemp("server")
+    (folder / "no-packages").mkdir()
+    running = start_server(
+        folder,
+        TOKEN,
+        "--package",
+        str(packages["v1"]),
+        "--package-root",
+        str(folder / "no-packages"),
+        admin_token=ADMIN_TOKEN,
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def plain_server(packages, tmp_path_factory):
+    """As KServe runs it: no admin routes; one model thread and at most two queries in flight, so that a
+    burst overflows it."""
+    folder = tmp_path_factory.mktemp("plain-server")
+    args = ("--package", str(packages["v1"]), "--model-threads", "1", "--max-in-flight", "2")
+    running = start_server(folder, TOKEN, *args)
     yield running
     running.stop()
 
 
 @pytest.fixture
 def admin_server(packages, tmp_path):
-    """A fresh server per test for deploy, rollback and catalogue additions."""
-    running = start_server(tmp_path, TOKEN, "--package", str(packages["v1"]), "--version", "1")
+    """A fresh server per test for deploy, rollback and catalogue additions; it deploys from the folder
+    that holds the test packages."""
+    running = start_server(
+        tmp_path,
+        TOKEN,
+        "--package",
+        str(packages["v1"]),
+        "--version",
+        "1",
+        "--package-root",
+        str(packages["v1"].parent),
+        admin_token=ADMIN_TOKEN,
+    )
     yield running
     running.stop()

@@ -24,31 +24,46 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def server_env(token: str | None) -> dict[str, str]:
+def server_env(token: str | None, admin_token: str | None = None) -> dict[str, str]:
     env = os.environ | {"PYTHONPATH": SRC, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    env.pop("SIMREC_SERVE_TOKEN", None)
-    if token:
-        env["SIMREC_SERVE_TOKEN"] = token
+    for variable, value in (("SIMREC_SERVE_TOKEN", token), ("SIMREC_ADMIN_TOKEN", admin_token)):
+        env.pop(variable, None)
+        if value:
+            env[variable] = value
     return env
+
+
+def bearer(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 @dataclass
 class Server:
     url: str
     token: str | None
+    admin_token: str | None
     process: subprocess.Popen
     log: Path
     session: requests.Session = field(default_factory=requests.Session)
 
     @property
     def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return bearer(self.token)
+
+    @property
+    def admin_auth(self) -> dict[str, str]:
+        return bearer(self.admin_token)
+
+    def request(self, method: str, path: str, **kwargs) -> requests.Response:
+        """With each plane's own token, unless the test gives headers of its own."""
+        headers = (self.admin_auth if path.startswith("/admin/") else self.auth) | kwargs.pop("headers", {})
+        return self.session.request(method, self.url + path, headers=headers, **kwargs)
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return self.session.get(self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs)
+        return self.request("GET", path, **kwargs)
 
     def post(self, path: str, **kwargs) -> requests.Response:
-        return self.session.post(self.url + path, headers=self.auth | kwargs.pop("headers", {}), **kwargs)
+        return self.request("POST", path, **kwargs)
 
     def similar(self, **body) -> list[str]:
         response = self.post("/similar", json=body)
@@ -65,16 +80,20 @@ class Server:
             self.process.wait()
 
 
-def start_server(folder: Path, token: str | None, *args: str, wait_ready: bool = True) -> Server:
-    """`python -m simrec serve ...` in this interpreter's environment (the serve env)."""
+def start_server(
+    folder: Path, token: str | None, *args: str, admin_token: str | None = None, wait_ready: bool = True
+) -> Server:
+    """`python -m simrec serve ...` in this interpreter's environment (the serve env); admin routes only
+    with an admin_token."""
     port = free_port()
     log = folder / f"server-{port}.log"
     command = [sys.executable, "-m", "simrec", "serve", "--port", str(port), *args]
     if not token:
         command.append("--no-auth")
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=server_env(token))
-    server = Server(f"http://127.0.0.1:{port}", token, process, log)
+        env = server_env(token, admin_token)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = Server(f"http://127.0.0.1:{port}", token, admin_token, process, log)
     deadline = time.monotonic() + 120
     path = "/v2/health/ready" if wait_ready else "/v2/health/live"
     while True:

@@ -4,16 +4,19 @@ clients the pipeline uses) against a real server process."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
-from pngs import pattern, png
+from conftest import ADMIN_TOKEN, TOKEN
+from pngs import hostile_images, pattern, png
 from serve_helpers import b64, server_env
 
+from simrec.serving.state import PACKAGE_REFUSED
 from simrec.steps.deploy import DeployError, deploy, rollback
 from simrec.steps.refresh import refresh
 
@@ -31,7 +34,7 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     version_1 = answer(server)
     assert version_1[0] == "1"
     with pytest.raises(DeployError, match=r"409.*no previous version"):
-        rollback(url, TOKEN)
+        rollback(url, ADMIN_TOKEN)
 
     refusals = {
         "bad-smoke": "smoke queries answer differently",
@@ -39,10 +42,12 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     }
     for name, reason in refusals.items():
         with pytest.raises(DeployError, match=reason):
-            deploy(url, TOKEN, packages[name], "2")
+            deploy(url, ADMIN_TOKEN, packages[name], "2")
         assert answer(server) == version_1, f"{name}: the old version must keep answering"
     with pytest.raises(DeployError, match="401"):
         deploy(url, "wrong-token", packages["v2"], "2")
+    with pytest.raises(DeployError, match=r"403.*query token does not open the admin routes"):
+        deploy(url, TOKEN, packages["v2"], "2")
 
     # Queries keep being answered, each wholly by one version, while version 2 loads and takes over.
     seen: list[tuple[str, list[str]]] = []
@@ -55,7 +60,7 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     asker = threading.Thread(target=ask)
     asker.start()
     try:
-        result = deploy(url, TOKEN, packages["v2"], "2")
+        result = deploy(url, ADMIN_TOKEN, packages["v2"], "2")
     finally:
         stop.set()
         asker.join()
@@ -65,13 +70,13 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     assert version_1 in seen and all(s in (version_1, version_2) for s in seen)
     # item-00250 exists only in version 1's catalogue (300 items; version 2 has 200).
     assert server.post("/similar", json={"item_id": "item-00250"}).status_code == 404
-    assert deploy(url, TOKEN, packages["v2"], "2")["outcome"] == "unchanged"
+    assert deploy(url, ADMIN_TOKEN, packages["v2"], "2")["outcome"] == "unchanged"
 
-    back = rollback(url, TOKEN)
+    back = rollback(url, ADMIN_TOKEN)
     assert back["serving"]["version"] == "1"
     assert answer(server) == version_1
     assert server.post("/similar", json={"item_id": "item-00250"}).status_code == 200
-    assert rollback(url, TOKEN)["serving"]["version"] == "2"
+    assert rollback(url, ADMIN_TOKEN)["serving"]["version"] == "2"
     assert answer(server) == version_2
 
     status = server.get("/admin/status").json()
@@ -141,7 +146,7 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
         }
     )
     lake = write_lake(tmp_path, pd.concat([v1_items.iloc[:3], fresh], ignore_index=True))
-    result = refresh(server.url, TOKEN, lake, ("train",))
+    result = refresh(server.url, ADMIN_TOKEN, lake, ("train",))
     assert result["sent"] == 2 and result["added"] == 2 and result["index_version"] == 3
     for row in fresh.itertuples():
         assert server.similar(image=b64(row.image), k=1) == [row.item_id]
@@ -158,14 +163,15 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
         "--tables",
         "train",
     ]
-    done = subprocess.run(command, env=server_env(TOKEN), capture_output=True, text=True, timeout=60)
+    env = server_env(TOKEN, ADMIN_TOKEN)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["sent"] == 0
 
     # Items added live survive a deploy (re-embedded by the new model) and a rollback.
-    deploy(server.url, TOKEN, packages["v2"], "2")
+    deploy(server.url, ADMIN_TOKEN, packages["v2"], "2")
     assert server.similar(image=b64(new_png), k=1) == ["new-1"]
-    rollback(server.url, TOKEN)
+    rollback(server.url, ADMIN_TOKEN)
     assert server.similar(image=b64(png(pattern(22))), k=1) == ["lake-2"]
 
 
@@ -180,7 +186,7 @@ def test_unlabelled_items_are_indexed_and_answered_with_null_labels(admin_server
             "image": [unlabelled, labelled],
         }
     )
-    result = refresh(server.url, TOKEN, write_lake(tmp_path, fresh), ("train",))
+    result = refresh(server.url, ADMIN_TOKEN, write_lake(tmp_path, fresh), ("train",))
     assert result["added"] == 2
 
     found = server.post("/similar", json={"image": b64(unlabelled), "k": 2}).json()["items"]
@@ -198,3 +204,54 @@ def test_unlabelled_items_are_indexed_and_answered_with_null_labels(admin_server
     half = {"item_id": "half", "label": None, "label_name": "Bag", "image": b64(labelled)}
     response = server.post("/admin/items", json={"items": [half]})
     assert response.status_code in (400, 422) and "both given or both null" in response.text
+
+
+def test_packages_load_only_from_the_package_root(admin_server, packages, tmp_path):
+    """A valid package outside the root, reached by an absolute path, by '..' or through a symbolic link
+    inside the root, is refused with the same answer as a missing folder or a broken package: nothing
+    tells the caller what exists on the server."""
+    server = admin_server
+    root = packages["v1"].parent
+    outside = shutil.copytree(packages["v2"], tmp_path / "outside-v2")
+    link = root / "link-to-outside"
+    link.symlink_to(outside)
+    try:
+        attempts = [
+            str(outside),
+            os.path.relpath(outside, root),  # ../../... from the root
+            str(root / ".." / root.name / ".." / outside.parent.name / outside.name),
+            link.name,
+            "/etc",
+            "/nowhere",
+            "no-such-package",
+            ".",
+            str(packages["bad-model"]),
+        ]
+        answers = [server.post("/admin/deploy", json={"package": p, "version": "9"}) for p in attempts]
+    finally:
+        link.unlink()
+    assert {(a.status_code, a.json()["error"]) for a in answers} == {(400, PACKAGE_REFUSED)}
+    assert answer(server)[0] == "1"
+    # inside the root, relative or absolute, the same package loads
+    assert server.post("/admin/deploy", json={"package": "v2", "version": "2"}).json()["outcome"] == "serving"
+    assert deploy(server.url, ADMIN_TOKEN, packages["v2"], "2")["outcome"] == "unchanged"
+    log = server.log.read_text()
+    # the reasons are in the server's own log
+    assert f"is outside {root}" in log and f"package {packages['bad-model']} refused" in log
+
+
+def test_hostile_images_are_refused_by_live_additions(admin_server):
+    """/admin/items decodes each new item's PNG: every hostile image is a 400 naming the item, and
+    nothing is added; the 28x28 gray ones among them are added."""
+    server = admin_server
+    for number, (name, (data, message)) in enumerate(hostile_images().items()):
+        item = {"item_id": f"hostile-{number}", "label": 1, "label_name": "x", "image": b64(data)}
+        response = server.post("/admin/items", json={"items": [item]})
+        if message is None:
+            assert response.status_code == 200 and response.json()["added"] == 1, (name, response.text)
+        else:
+            assert response.status_code == 400, (name, response.text)
+            error = response.json()["error"]
+            assert message in error and f"hostile-{number}" in error, (name, error)
+    added = [i for i in server.get("/admin/items").json()["item_ids"] if i.startswith("hostile-")]
+    assert len(added) == sum(message is None for _, message in hostile_images().values())

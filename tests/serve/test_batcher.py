@@ -15,6 +15,7 @@ import pytest
 from serve_helpers import free_port
 
 from simrec.recommender import Neighbour
+from simrec.serving.admission import FIRST_RATE, Admission
 from simrec.serving.batcher import Batcher
 
 
@@ -87,17 +88,70 @@ def test_a_failing_version_fails_only_its_own_queries():
             assert answer[0][0].item_id == f"{n}-0"
 
 
+def test_batch_sizes_are_reported():
+    batches: list[int] = []
+    asyncio.run(ask_all(Batcher(1, on_batch=batches.append), [Recording()], 12))
+    assert batches == [12]
+
+
+def test_admission_sheds_past_a_fixed_bound_and_frees_places():
+    admission = Admission(1, 0.05, max_in_flight=2)
+    assert (admission.admit(), admission.admit(), admission.admit()) == (True, True, False)
+    admission.done(0.01)
+    assert admission.in_flight == 1 and admission.admit()
+
+
+def answer_all(admission: Admission, seconds: float, count: int, concurrent: int) -> None:
+    """`count` answers taking `seconds` each, with `concurrent` requests kept in flight (or the bound)."""
+    for _ in range(count):
+        while admission.in_flight < concurrent and admission.admit():
+            pass
+        admission.done(seconds)
+
+
+def test_the_admission_bound_follows_the_latency_budget():
+    admission = Admission(2, latency_budget_s=0.05)
+    first = admission.limit
+    assert first == int(FIRST_RATE * 0.05)
+    answer_all(admission, 0.01, 500, concurrent=4)  # fast answers, the bound not in use: it stays
+    assert admission.limit == first
+    answer_all(admission, 0.01, 2000, concurrent=1000)  # fast answers with the bound full: it grows
+    grown = admission.limit
+    assert grown > first + 20
+    answer_all(admission, 0.2, 10, concurrent=1000)  # a burst of slow answers is one signal
+    assert abs(admission.limit - 0.9 * grown) <= 1
+    answer_all(admission, 0.2, 5000, concurrent=1000)  # answers keep missing the budget: down to the floor
+    assert admission.limit == 2
+
+
 @pytest.mark.parametrize(
     ("args", "env", "message"),
     [
         (["--model-threads", "0"], {}, "argument --model-threads: must be at least 1, got 0"),
         (["--threads", "two"], {}, "argument --threads: not an integer: 'two'"),
+        (["--max-body-bytes", "0"], {}, "argument --max-body-bytes: must be at least 1, got 0"),
+        (["--max-admin-body-bytes", "-5"], {}, "argument --max-admin-body-bytes: must be at least 1, got -5"),
+        (["--max-in-flight", "0"], {}, "argument --max-in-flight: must be at least 1, got 0"),
+        (["--latency-budget-ms", "0"], {}, "argument --latency-budget-ms: must be a finite number above 0"),
+        (["--latency-budget-ms", "nan"], {}, "argument --latency-budget-ms: must be a finite number above 0"),
+        (
+            ["--switch-interval-ms", "inf"],
+            {},
+            "argument --switch-interval-ms: must be a finite number above 0",
+        ),
+        (["--port", "70000"], {}, "argument --port: a port is 1-65535, got 70000"),
+        (
+            [],
+            {"SIMREC_SERVE_TOKEN": "same", "SIMREC_ADMIN_TOKEN": "same"},
+            "SIMREC_ADMIN_TOKEN must differ from SIMREC_SERVE_TOKEN",
+        ),
         ([], {"SIMREC_MODEL_THREADS": "abc"}, "$SIMREC_MODEL_THREADS: not an integer: 'abc'"),
         ([], {"SIMREC_MODEL_THREADS": "-1"}, "$SIMREC_MODEL_THREADS: must be at least 1, got -1"),
     ],
 )
-def test_bad_thread_counts_are_refused_before_the_server_starts(args, env, message, tmp_path):
-    command = [sys.executable, "-m", "simrec", "serve", "--no-auth", "--port", str(free_port()), *args]
+def test_bad_options_are_refused_before_the_server_starts(args, env, message, tmp_path):
+    auth = [] if "SIMREC_SERVE_TOKEN" in env else ["--no-auth"]
+    command = [sys.executable, "-m", "simrec", "serve", *auth, "--port", str(free_port()), *args]
     finished = subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=120)
     assert finished.returncode != 0
     assert message in finished.stderr and "Traceback" not in finished.stderr

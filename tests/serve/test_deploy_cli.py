@@ -29,10 +29,16 @@ def test_deploy_starts_local_server(packages, tmp_path):
     record = json.loads((state / "server.json").read_text())
     try:
         assert first["outcome"] == "serving" and first["server"] == f"http://127.0.0.1:{port}"
-        assert oct((state / "token").stat().st_mode & 0o777) == "0o600"
-        headers = {"Authorization": f"Bearer {(state / 'token').read_text().strip()}"}
-        assert requests.get(first["server"] + "/admin/status", timeout=10).status_code == 401
-        assert requests.get(first["server"] + "/admin/status", headers=headers, timeout=10).json()["ready"]
+        for name in ("token", "admin-token"):
+            assert oct((state / name).stat().st_mode & 0o777) == "0o600"
+        status = first["server"] + "/admin/status"
+        assert requests.get(status, timeout=10).status_code == 401
+        query = {"Authorization": f"Bearer {(state / 'token').read_text().strip()}"}
+        assert requests.get(status, headers=query, timeout=10).status_code == 403
+        admin = {"Authorization": f"Bearer {(state / 'admin-token').read_text().strip()}"}
+        assert requests.get(status, headers=admin, timeout=10).json()["ready"]
+        # the package given by hand was copied into the server's package root, and loaded from there
+        assert (state / "packages" / "by-hand-v1" / "recommender.json").exists()
 
         second = run("deploy", "--package", str(packages["v2"]), "--version", "2", state=state, port=port)
         assert second["serving"]["version"] == "2"

@@ -1,6 +1,7 @@
-"""The web page end to end in headless Debian chromium (selenium + chromium-driver): token prompt, pick
-a catalogue item, upload a PNG, see the similar items; a bad upload shows the server's message. The
-screenshot is kept under the test's tmp folder (and SIMREC_SCREENSHOT, if set, gets a copy)."""
+"""The web page end to end in headless Debian chromium (selenium + chromium-driver): token prompt (the
+admin token refused and forgotten), pick a catalogue item, upload a PNG, see the similar items; a bad
+upload shows the server's message. The screenshot is kept under the test's tmp folder (and
+SIMREC_SCREENSHOT, if set, gets a copy)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import TOKEN
+from conftest import ADMIN_TOKEN, TOKEN
 from pngs import pattern, png
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -51,6 +52,12 @@ def test_pick_and_upload(server, packages, browser, tmp_path):
     # No token yet: the page asks for one instead of showing a broken grid.
     wait.until(ready.visibility_of_element_located((By.ID, "token")))
     assert "access token" in browser.find_element(By.ID, "error").text
+    # The admin token is refused, and the page does not keep it.
+    browser.find_element(By.ID, "token").send_keys(ADMIN_TOKEN)
+    browser.find_element(By.ID, "save-token").click()
+    wait.until(lambda b: "admin token does not open the query routes" in b.find_element(By.ID, "error").text)
+    assert browser.execute_script("return sessionStorage.getItem('simrec-token')") is None
+    browser.find_element(By.ID, "token").clear()
     browser.find_element(By.ID, "token").send_keys(TOKEN)
     browser.find_element(By.ID, "save-token").click()
     wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#sample-grid .tile")) == 24)

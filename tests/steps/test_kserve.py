@@ -54,7 +54,14 @@ def test_manifest_serves_the_model_from_its_storage_uri_with_the_token_secret():
     isvc = render_inference_service(ENDPOINT, model("3"), canary_percent=10)
     assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
     assert isvc["metadata"]["name"] == "simrec" and isvc["metadata"]["namespace"] == "serving"
-    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/deploymentMode"] == "Serverless"
+    # Prometheus scrapes the serve command's /metrics on its port
+    assert annotations["serving.kserve.io/enable-prometheus-scraping"] == "true"
+    assert (annotations["prometheus.kserve.io/port"], annotations["prometheus.kserve.io/path"]) == (
+        "8080",
+        "/metrics",
+    )
     assert isvc["metadata"]["labels"]["simrec.io/model-version"] == "3"
     predictor = isvc["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 10
@@ -68,6 +75,7 @@ def test_manifest_serves_the_model_from_its_storage_uri_with_the_token_secret():
     assert args[args.index("--version") + 1] == "3" and args[args.index("--model-name") + 1] == "simrec"
     assert args[args.index("--port") + 1] == "8080" and args[args.index("--host") + 1] == "0.0.0.0"
     env = {e["name"]: e for e in container["env"]}
+    assert "SIMREC_ADMIN_TOKEN" not in env  # no admin routes on a cluster: rollouts go through KServe
     assert env["STORAGE_URI"]["value"] == "s3://mlflow/1/models/m-3-ok/artifacts"
     secret = env["SIMREC_SERVE_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "simrec-serve", "key": "token"}

@@ -1,6 +1,7 @@
 """The HTTP routes. Query routes are async: image queries are batched onto model threads (batcher.py);
 item queries need no model and run inline. Admin routes, which load packages for seconds, are plain
-`def` (FastAPI's thread pool), so queries keep being answered meanwhile."""
+`def` (FastAPI's thread pool), so queries keep being answered meanwhile. The admin routes exist only when
+the server has an admin token (guard.py keeps the two planes' credentials apart)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Annotated, Any
 
@@ -17,11 +19,13 @@ from fastapi import FastAPI, HTTPException, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simrec.errors import InputError, validation_problems
 from simrec.recommender import Neighbour, item_label
 from simrec.serving import schemas as s
+from simrec.serving.admission import Admission, Shed
 from simrec.serving.batcher import Batcher
 from simrec.serving.guard import Guard
 from simrec.serving.inputs import (
@@ -35,15 +39,38 @@ from simrec.serving.inputs import (
     png_from_base64,
     v2_query,
 )
+from simrec.serving.metrics import Metrics
+from simrec.serving.observe import Observe
 from simrec.serving.state import Refused, Served, ServingState
 
 log = logging.getLogger(__name__)
 PLATFORM = "simrec-tensorflow-faiss"
-# Documents the scheme in OpenAPI (the lock icon in /docs); the Guard middleware enforces it.
-bearer = Security(HTTPBearer(auto_error=False, description="SIMREC_SERVE_TOKEN of the server"))
+# Document the schemes in OpenAPI; the Guard middleware enforces them.
+bearer = Security(
+    HTTPBearer(auto_error=False, scheme_name="query token", description="SIMREC_SERVE_TOKEN of the server")
+)
+admin_bearer = Security(
+    HTTPBearer(auto_error=False, scheme_name="admin token", description="SIMREC_ADMIN_TOKEN of the server")
+)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": s.ErrorResponse} for code in (400, 401, 404, 409, 413, 415, 422, 503)
+    code: {"model": s.ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)
 }
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one server runs (simrec serve's options)."""
+
+    token: str | None  # the query plane's bearer token (None: queries need none)
+    admin_token: str | None = None  # the admin plane's (None: no admin routes)
+    max_body: int = 1 << 20
+    max_admin_body: int = 64 << 20
+    model_threads: int = 1
+    model_thread_setup: Callable[[], None] | None = None
+    latency_budget_s: float = 0.05
+    max_in_flight: int | None = None  # a fixed bound on the queries in flight instead of the budget's
+    metrics: bool = True
+    access_log: bool = True
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -75,24 +102,30 @@ async def _answer(batcher: Batcher, served: Served, query: ItemQuery, k: int) ->
     return await batcher.similar_to_pixels(recommender, query.pixels, k)
 
 
-def create_app(
-    state: ServingState,
-    token: str | None,
-    max_body: int = 1 << 20,
-    max_admin_body: int = 64 << 20,
-    model_threads: int = 1,
-    model_thread_setup: Callable[[], None] | None = None,
-) -> FastAPI:
+def create_app(state: ServingState, settings: Settings) -> FastAPI:
     app = FastAPI(
         title="simrec: visually similar items",
         version="1",
         description="Top-k visually similar catalogue items for an image or a catalogue item. "
         "Friendly JSON routes, the Open Inference Protocol v2 (as KServe speaks it), and admin routes "
-        'for deploy, rollback and live catalogue additions. Errors are JSON: {"error": message}.',
+        'for deploy, rollback and live catalogue additions. Errors are JSON: {"error": message}. '
+        "503 with Retry-After: no model loaded yet, or too many image queries waiting (retry later).",
         responses=ERRORS,
+        # Swagger UI and ReDoc load their scripts from a CDN, on the origin where the page keeps its
+        # token: off. /openapi.json describes the API for tools.
+        docs_url=None,
+        redoc_url=None,
     )
     page = (files("simrec.serving") / "page.html").read_text()
-    batcher = Batcher(model_threads, model_thread_setup)
+    metrics = Metrics(state) if settings.metrics else None
+    batcher = Batcher(
+        settings.model_threads,
+        settings.model_thread_setup,
+        on_batch=metrics.batch_size.observe if metrics else None,
+    )
+    admission = Admission(settings.model_threads, settings.latency_budget_s, settings.max_in_flight)
+    if metrics:
+        metrics.watch(batcher, admission)
 
     def serving() -> Served:
         current = state.current
@@ -131,6 +164,12 @@ def create_app(
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    if metrics:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus() -> Response:
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v2/health/live", tags=["v2"])
     async def live() -> s.LiveResponse:
@@ -265,27 +304,53 @@ def create_app(
             raise HTTPException(404, f"unknown item_id {item_id!r}")
         return Response(recommender.image(item_id), media_type="image/png")
 
-    # --- admin: what the deploy step and `simrec refresh` drive ---
+    if settings.admin_token:
+        _admin_routes(app, state, serving, metrics)
 
-    @app.post("/admin/deploy", tags=["admin"], dependencies=[bearer])
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return _error(500, f"internal error: {type(exc).__name__}")
+
+    app.add_middleware(Shed, admission=admission, on_shed=metrics.shed.inc if metrics else None)
+    app.add_middleware(
+        Guard,
+        token=settings.token,
+        admin_token=settings.admin_token,
+        max_body=settings.max_body,
+        max_admin_body=settings.max_admin_body,
+    )
+    # added last: outermost, so it sees the guard's refusals too
+    app.add_middleware(Observe, routes=app.routes, metrics=metrics, log_requests=settings.access_log)
+    return app
+
+
+def _admin_routes(
+    app: FastAPI, state: ServingState, serving: Callable[[], Served], metrics: Metrics | None
+) -> None:
+    """What the deploy step and `simrec refresh` drive."""
+
+    @app.post("/admin/deploy", tags=["admin"], dependencies=[admin_bearer])
     def deploy(request: s.DeployRequest) -> dict[str, Any]:
-        return state.deploy(request.package, request.version)
+        """Load a package from the server's package root (relative to it, or an absolute path under it)
+        beside the serving version, check it, then switch."""
+        return state.deploy(str(state.package_in_root(request.package)), request.version)
 
-    @app.post("/admin/rollback", tags=["admin"], dependencies=[bearer])
+    @app.post("/admin/rollback", tags=["admin"], dependencies=[admin_bearer])
     def rollback() -> dict[str, Any]:
         return state.rollback()
 
-    @app.get("/admin/status", tags=["admin"], dependencies=[bearer])
+    @app.get("/admin/status", tags=["admin"], dependencies=[admin_bearer])
     async def status() -> dict[str, Any]:
         return state.status()
 
-    @app.get("/admin/items", tags=["admin"], dependencies=[bearer])
+    @app.get("/admin/items", tags=["admin"], dependencies=[admin_bearer])
     def item_ids() -> s.ItemIdsResponse:
         served = serving()
         ids = served.recommender.items["item_id"].tolist()
         return s.ItemIdsResponse(index_version=served.index_version, item_ids=ids)
 
-    @app.post("/admin/items", tags=["admin"], dependencies=[bearer])
+    @app.post("/admin/items", tags=["admin"], dependencies=[admin_bearer])
     def add_items(request: s.AddItemsRequest) -> s.AddItemsResponse:
         items = pd.DataFrame(
             {
@@ -296,17 +361,11 @@ def create_app(
             }
         )
         result = state.add_items(items)
+        if metrics:
+            metrics.added.inc(result["added"])
         return s.AddItemsResponse(
             added=result["added"],
             skipped=result["skipped"],
             index_version=result["serving"]["index_version"],
             catalogue_size=result["serving"]["items"],
         )
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _error(500, f"internal error: {type(exc).__name__}")
-
-    app.add_middleware(Guard, token=token, max_body=max_body, max_admin_body=max_admin_body)
-    return app

@@ -56,10 +56,18 @@ def _compute(jobs: list[_Job]) -> list[Answer]:
 
 class Batcher:
     """At most `model_threads` batches are computed at once; requests arriving meanwhile wait for the
-    first thread to come free, and go as one batch."""
+    first thread to come free, and go as one batch. (How many may wait: admission.py.)
+    on_batch: called with each batch's image count (metrics)."""
 
-    def __init__(self, model_threads: int = 1, thread_setup: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        model_threads: int = 1,
+        thread_setup: Callable[[], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self._pending: list[_Job] = []
+        self.pending_images = 0
+        self._on_batch = on_batch
         self._idle = model_threads
         # thread_setup: per-thread settings the model threads need (faiss's OpenMP thread count)
         self._model_thread = ThreadPoolExecutor(model_threads, "model", initializer=thread_setup)
@@ -68,6 +76,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._pending.append(_Job(recommender, pixels, k, future))
+        self.pending_images += len(pixels)
         if self._idle and len(self._pending) == 1:
             # after the current loop iteration: the requests already read join this batch
             loop.call_soon(self._submit, loop)
@@ -78,6 +87,9 @@ class Batcher:
             return
         self._idle -= 1
         jobs, self._pending = self._pending, []
+        if self._on_batch is not None:
+            self._on_batch(self.pending_images)
+        self.pending_images = 0
         done = self._model_thread.submit(_compute, jobs)
         done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, loop, jobs, done))
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import logging.config
 import os
 import sys
 import threading
+from pathlib import Path
 
 from simrec.errors import InputError
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
 MODEL_THREADS_VARIABLE = "SIMREC_MODEL_THREADS"
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,23 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1-65535, got {value}")
     return value
 
 
@@ -41,14 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simrec serve",
         description="Serve a recommender package over HTTP (friendly JSON, Open Inference Protocol v2, "
-        f"web page). The bearer token comes from ${TOKEN_VARIABLE}.",
+        f"web page). The query routes' bearer token comes from ${TOKEN_VARIABLE}; the admin routes "
+        f"(deploy, rollback, live additions) exist only when ${ADMIN_TOKEN_VARIABLE} gives them their own "
+        "token.",
     )
     parser.add_argument("--package", help="recommender package folder to serve at start (else: deploy one)")
     parser.add_argument("--version", default="1", help="version label of --package (default 1)")
     parser.add_argument("--model-name", default="simrec", help="model name in /v2/models/<name>")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--no-auth", action="store_true", help="serve without a token (local use only)")
+    parser.add_argument("--port", type=port_number, default=8080)
+    parser.add_argument(
+        "--no-auth", action="store_true", help="query routes without a token (local use only; admin never)"
+    )
+    parser.add_argument(
+        "--package-root",
+        type=Path,
+        help="the only folder /admin/deploy loads packages from (default: none, every deploy refused)",
+    )
     parser.add_argument(
         "--threads",
         type=positive_int,
@@ -62,12 +91,35 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"batches embedded and searched at once (default: ${MODEL_THREADS_VARIABLE}, else the CPU "
         "count); TensorFlow and faiss run them in parallel, outside Python's GIL",
     )
-    parser.add_argument("--max-body-bytes", type=int, default=1 << 20, help="inference request limit")
-    parser.add_argument("--max-admin-body-bytes", type=int, default=64 << 20, help="admin request limit")
     parser.add_argument(
-        "--switch-interval-ms", type=float, default=0.5, help="Python's GIL switch interval (default 0.5)"
+        "--latency-budget-ms",
+        type=positive_float,
+        default=50.0,
+        help="the time a query may take in the server; past the queries in flight this allows, requests "
+        "are refused with 503 and Retry-After (default 50)",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        help="a fixed bound on the queries in flight, instead of the budget's",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=positive_int, default=1 << 20, help="query request limit (1 MiB)"
+    )
+    parser.add_argument(
+        "--max-admin-body-bytes",
+        type=positive_int,
+        default=64 << 20,
+        help="admin request limit (64 MiB)",
+    )
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=positive_float,
+        default=0.5,
+        help="Python's GIL switch interval (default 0.5)",
+    )
+    parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
+    parser.add_argument("--no-metrics", action="store_true", help="no Prometheus metrics at /metrics")
     return parser
 
 
@@ -96,24 +148,35 @@ def main(argv: list[str] | None = None) -> None:
         raise InputError(
             f"no token: set {TOKEN_VARIABLE} (a Kubernetes Secret on a cluster) or pass --no-auth"
         )
+    admin_token = os.environ.get(ADMIN_TOKEN_VARIABLE) or None
+    if admin_token and admin_token == token:
+        raise InputError(f"{ADMIN_TOKEN_VARIABLE} must differ from {TOKEN_VARIABLE}: one token per plane")
     import uvicorn
 
-    from simrec.serving.app import create_app
+    from simrec.serving.app import Settings, create_app
+    from simrec.serving.observe import LOG_CONFIG
     from simrec.serving.state import Refused, ServingState
+
+    logging.config.dictConfig(LOG_CONFIG)
 
     limit_threads(args.threads, model_threads)
     # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
     # instead of the default 5 ms, so queries answered meanwhile stay fast.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
-    state = ServingState(args.model_name)
-    app = create_app(
-        state,
-        token,
-        args.max_body_bytes,
-        args.max_admin_body_bytes,
+    state = ServingState(args.model_name, args.package_root)
+    settings = Settings(
+        token=token,
+        admin_token=admin_token,
+        max_body=args.max_body_bytes,
+        max_admin_body=args.max_admin_body_bytes,
         model_threads=model_threads,
         model_thread_setup=functools.partial(faiss_threads, args.threads),
+        latency_budget_s=args.latency_budget_ms / 1000,
+        max_in_flight=args.max_in_flight,
+        metrics=not args.no_metrics,
+        access_log=not args.no_access_log,
     )
+    app = create_app(state, settings)
 
     def load_first() -> None:
         try:
@@ -124,5 +187,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.package:
         # The server listens (live, not ready) while the package loads, as probes expect.
         threading.Thread(target=load_first, name="load-package", daemon=True).start()
-    log.info("simrec serve on http://%s:%d (auth: %s)", args.host, args.port, "off" if args.no_auth else "on")
-    uvicorn.run(app, host=args.host, port=args.port, access_log=args.access_log, log_level="info")
+    log.info(
+        "simrec serve on http://%s:%d (query token: %s, admin routes: %s)",
+        args.host,
+        args.port,
+        "off" if args.no_auth else "on",
+        "on" if admin_token else "off",
+    )
+    # Logging as configured above (JSON lines); the access log is Observe's, with request ids.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_config=None, log_level="info")

@@ -11,6 +11,10 @@ How KServe runs it (serving.kserve.io/v1beta1, Serverless deployment mode):
   that share of traffic to the latest ready revision and the rest to the last revision rolled out with
   100%; removing it promotes the latest revision; 0 pins traffic back to the previous rolled-out one.
   KServe honours it in Serverless mode only (RawDeployment silently ignores it), hence the annotation.
+- The admin routes are off: the pod gets no SIMREC_ADMIN_TOKEN. A rollout goes through the API server
+  (a new revision), never through a running pod's /admin/deploy.
+- Prometheus metrics: KServe turns its scraping annotations into the pod's prometheus.io ones (the
+  port and path of simrec serve's /metrics); a Prometheus configured to scrape annotated pods reads them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ PACKAGE_PATH = f"{MODEL_MOUNT}/artifacts/package"  # where the pyfunc folder kee
 PORT = 8080
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"  # latest-/prev- URLs per revision
+METRICS_PATH = "/metrics"
+SCRAPE_ANNOTATIONS = {
+    "serving.kserve.io/enable-prometheus-scraping": "true",
+    "prometheus.kserve.io/port": str(PORT),
+    "prometheus.kserve.io/path": METRICS_PATH,
+}
 MODEL_NAME_LABEL = "simrec.io/model-name"
 MODEL_VERSION_LABEL = "simrec.io/model-version"
 SERVE_UID = 1000  # the serve image's user (images/serve/Dockerfile): numeric, so runAsNonRoot is checkable
@@ -145,7 +155,11 @@ def render_inference_service(
                 MODEL_NAME_LABEL: model.name,
                 MODEL_VERSION_LABEL: model.version,
             },
-            "annotations": {DEPLOYMENT_MODE_ANNOTATION: "Serverless", TAG_ROUTING_ANNOTATION: "true"},
+            "annotations": {
+                DEPLOYMENT_MODE_ANNOTATION: "Serverless",
+                TAG_ROUTING_ANNOTATION: "true",
+                **SCRAPE_ANNOTATIONS,
+            },
         },
         "spec": {"predictor": predictor},
     }

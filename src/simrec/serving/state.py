@@ -23,6 +23,12 @@ from simrec.recommender import ITEM_COLUMNS, Recommender
 
 log = logging.getLogger(__name__)
 HISTORY_SIZE = 50
+# The one answer to a package the server will not load, whatever the reason (outside the package root,
+# missing, not a folder, a file missing or corrupt): different answers would let an admin client map the
+# server's file system, and a loader's exception text can hold paths. The reason goes to the server's log.
+PACKAGE_REFUSED = (
+    "not a loadable recommender package inside the server's package root (the server log says why)"
+)
 
 
 class Refused(Exception):
@@ -61,8 +67,10 @@ def _now() -> str:
 
 
 class ServingState:
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, package_root: Path | None = None) -> None:
+        """package_root: the folder admin deploys may load packages from (None: none)."""
         self.model_name = model_name
+        self.package_root = package_root.resolve() if package_root else None
         self.current: Served | None = None
         self.previous: Served | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SIZE)
@@ -83,6 +91,22 @@ class ServingState:
     def _with_live_items(self, recommender: Recommender) -> Recommender:
         missing = self.live_items[~self.live_items["item_id"].isin(recommender.rows.index)]
         return recommender.with_items(missing) if len(missing) else recommender
+
+    def package_in_root(self, package: str) -> Path:
+        """The folder an admin deploy names, resolved (symbolic links and '..' followed) inside
+        `package_root`: relative to it, or absolute and under it. Refused (uniformly) otherwise."""
+        if self.package_root is None:
+            log.warning("deploy of %r refused: this server has no --package-root", package)
+            raise Refused(PACKAGE_REFUSED, 400)
+        try:
+            resolved = (self.package_root / package).resolve()
+        except ValueError as exc:  # a NUL byte in the name
+            log.warning("deploy of %r refused: %s", package, exc)
+            raise Refused(PACKAGE_REFUSED, 400) from exc
+        if not resolved.is_relative_to(self.package_root):
+            log.warning("deploy of %r refused: %s is outside %s", package, resolved, self.package_root)
+            raise Refused(PACKAGE_REFUSED, 400)
+        return resolved
 
     def deploy(self, package: str, version: str) -> dict[str, Any]:
         """Loads the package beside the serving version, warms it up, checks its smoke queries, then
@@ -107,17 +131,16 @@ class ServingState:
 
     @staticmethod
     def _load(package: str) -> Recommender:
-        if not Path(package).is_dir():
-            raise Refused(f"package folder {package!r} does not exist on the server", 400)
         try:
+            if not Path(package).is_dir():  # OSError for a name longer than the file system allows
+                raise InputError("not a folder")
             recommender = Recommender(Path(package))
             # Warm-up: the first call traces the tf.function; do it before any user request can wait.
             recommender.similar_to_pixels(np.zeros((1, 28, 28), np.uint8), 5)
             problems = recommender.check_smoke_queries()
-        except InputError as exc:
-            raise Refused(f"not a usable package: {exc}") from exc
-        except Exception as exc:  # a corrupt model or index file raises whatever its loader raises
-            raise Refused(f"package failed to load: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # InputError for a missing file; a corrupt file's loader raises anything
+            log.warning("package %s refused: %s: %s", package, type(exc).__name__, exc)
+            raise Refused(PACKAGE_REFUSED, 400) from exc
         if problems:
             raise Refused(f"smoke queries answer differently than when the package was built: {problems[:3]}")
         return recommender

@@ -1,8 +1,9 @@
 """Deploy step: hot-swap a recommender package into a running `simrec serve`, or roll it back.
 
 The server does the work (load beside the serving version, warm up, smoke queries, atomic switch); this
-module asks it over its admin API and reports the answer. When no server URL is given, a local server is
-started detached (it outlives this command) with its pid, port, token and log in a state folder.
+module asks it over its admin API, with the admin token, and reports the answer. When no server URL is
+given, a local server is started detached (it outlives this command) with its pid, port, tokens and log
+in a state folder; it loads packages only from the state folder's packages/, where this command puts them.
 With --kserve (a cluster), the same intent is a canary rollout of a KServe InferenceService instead
 (simrec.steps.kserve_rollout)."""
 
@@ -25,8 +26,10 @@ import requests
 from simrec.errors import InputError
 from simrec.paths import CHECKOUT, envs_dir
 from simrec.progress import report
+from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
+PACKAGES = "packages"  # the local server's package root, inside its state folder
 MANUAL_ONLY = "by hand"  # flags the pipeline's component does not pass
 MODEL_BY_HAND = "simrec"  # the served model's name for --storage-uri (simrec serve's default)
 DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
@@ -70,7 +73,8 @@ def rollback(server_url: str, token: str | None) -> dict[str, Any]:
 @dataclass(frozen=True)
 class LocalServer:
     url: str
-    token: str
+    token: str  # the query routes'
+    admin_token: str
     pid: int
     log: Path
 
@@ -82,11 +86,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _local_token(state_dir: Path) -> str:
-    """$SIMREC_SERVE_TOKEN, else the state folder's token (created once, readable by the owner only)."""
-    if os.environ.get(TOKEN_VARIABLE):
-        return os.environ[TOKEN_VARIABLE]
-    path = state_dir / "token"
+def _local_token(state_dir: Path, variable: str = TOKEN_VARIABLE, name: str = "token") -> str:
+    """$variable, else the state folder's file `name` (created once, readable by the owner only)."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = state_dir / name
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -101,24 +105,27 @@ def ensure_local_server(
     """The local server recorded in `state_dir` if it answers, else a new detached `simrec serve`."""
     state_dir = state_dir or default_state_dir()
     token = _local_token(state_dir)
+    admin_token = _local_token(state_dir, ADMIN_TOKEN_VARIABLE, "admin-token")
     record = state_dir / "server.json"
     if record.exists():
         known = json.loads(record.read_text())
         if _answers(known["url"]):
-            return LocalServer(known["url"], token, known["pid"], Path(known["log"]))
+            return LocalServer(known["url"], token, admin_token, known["pid"], Path(known["log"]))
     url = f"http://{host}:{port}"
     if _answers(url):
         raise DeployError(f"another server answers at {url} (not started from {state_dir}); pass --server")
     log_path = state_dir / "server.log"
+    (state_dir / PACKAGES).mkdir(exist_ok=True)
     command = [str(envs_dir() / "serve" / "bin" / "python"), "-m", "simrec", "serve", "--host", host]
+    command += ["--port", str(port), "--package-root", str(state_dir / PACKAGES)]
     with log_path.open("ab") as log:
         # A new session: the server survives this command and Ctrl-C in its terminal.
         process = subprocess.Popen(
-            [*command, "--port", str(port)],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ | {TOKEN_VARIABLE: token},
+            env=os.environ | {TOKEN_VARIABLE: token, ADMIN_TOKEN_VARIABLE: admin_token},
             start_new_session=True,
         )
     record.write_text(json.dumps({"url": url, "pid": process.pid, "port": port, "log": str(log_path)}))
@@ -128,14 +135,27 @@ def ensure_local_server(
             tail = log_path.read_text(errors="replace")[-2000:]
             raise DeployError(f"the local server did not start (see {log_path}):\n{tail}")
         time.sleep(0.3)
-    return LocalServer(url, token, process.pid, log_path)
+    return LocalServer(url, token, admin_token, process.pid, log_path)
 
 
 def _server(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The server's URL and admin token."""
     if args.server:
-        return args.server, os.environ.get(TOKEN_VARIABLE)
+        return args.server, os.environ.get(ADMIN_TOKEN_VARIABLE)
     local = ensure_local_server(args.state_dir, args.port)
-    return local.url, local.token
+    return local.url, local.admin_token
+
+
+def _in_package_root(package: Path, version: str, state_dir: Path) -> Path:
+    """The local server loads packages only from its package root: a folder given by hand elsewhere is
+    copied in (one folder per version label)."""
+    root = (state_dir / PACKAGES).resolve()
+    if package.resolve().is_relative_to(root):
+        return package
+    target = root / f"by-hand-v{version}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(package, target)
+    return target
 
 
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -148,7 +168,7 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--server",
         type=_or_none(str),
-        help=f"server URL (token from ${TOKEN_VARIABLE}); default: a local one",
+        help=f"server URL (admin token from ${ADMIN_TOKEN_VARIABLE}); default: a local one",
     )
     parser.add_argument(
         "--kserve",
@@ -226,10 +246,12 @@ def deploy_main(argv: list[str] | None = None) -> None:
         resolved = registry.resolve(args.ref)
         version = str(resolved.version)
         # One folder per version; the server reads a package only while it loads it.
-        target = (args.state_dir or default_state_dir()) / "packages" / f"{resolved.name}-v{version}"
+        target = (args.state_dir or default_state_dir()) / PACKAGES / f"{resolved.name}-v{version}"
         shutil.rmtree(target, ignore_errors=True)
         package = registry.download_package(resolved, target)
     url, token = _server(args)
+    if not args.server:
+        package = _in_package_root(Path(package), version, args.state_dir or default_state_dir())
     answer = deploy(url, token, package, version) | {"server": url}
     _report(answer, args.result_out)
     serving = answer.get("serving") or {}

@@ -1,5 +1,6 @@
 """Refresh: sends the catalogue items a running server lacks (read from the Delta tables) to its live
-index, without retraining; the server embeds them with the serving model as a new index version."""
+index, without retraining; the server embeds them with the serving model as a new index version. It
+speaks to the server's admin routes, with the admin token."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pandas as pd
 
 from simrec.data.lake_reader import read_items
 from simrec.recommender import item_label
-from simrec.steps.deploy import TOKEN_VARIABLE, call
+from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
+from simrec.steps.deploy import call
 
 BATCH = 500  # items per request: ~0.7 MB of base64 PNGs
 
@@ -56,7 +58,9 @@ def _item(row: pd.Series) -> dict[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simrec refresh", description=__doc__.splitlines()[0])
-    parser.add_argument("--server", required=True, help=f"server URL (token from ${TOKEN_VARIABLE})")
+    parser.add_argument(
+        "--server", required=True, help=f"server URL (admin token from ${ADMIN_TOKEN_VARIABLE})"
+    )
     parser.add_argument("--lake-uri", required=True, help="root folder of the catalogue Delta tables")
     parser.add_argument("--tables", default="train,test", help="tables to read (default train,test)")
     return parser
@@ -65,4 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     tables = tuple(name.strip() for name in args.tables.split(",") if name.strip())
-    print(json.dumps(refresh(args.server, os.environ.get(TOKEN_VARIABLE), args.lake_uri, tables), indent=2))
+    print(
+        json.dumps(
+            refresh(args.server, os.environ.get(ADMIN_TOKEN_VARIABLE), args.lake_uri, tables), indent=2
+        )
+    )
