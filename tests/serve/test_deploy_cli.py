@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 from serve_helpers import free_port, server_env
 
 from simrec.progress import MARKER
+from simrec.steps.deploy import build_parser, deploy_main
 
 
 def run(*args: str, state, port: int) -> dict:
@@ -52,3 +54,17 @@ def test_deploy_starts_local_server(packages, tmp_path):
         assert refused.returncode != 0 and "smoke queries" in refused.stderr
     finally:
         os.kill(record["pid"], signal.SIGTERM)  # the server this test started (detached: not our child)
+
+
+def test_the_pipelines_flags_mean_what_a_person_types(capsys):
+    """The component passes every flag (KFP's launcher has no optional arguments before 2.17): an empty
+    --server/--state-dir and an empty --kserve object mean "not given", and --model-name with --alias is
+    MODEL@ALIAS (the launcher cannot join two inputs into one argument)."""
+    args = build_parser().parse_args(["--model-name", "simrec", "--alias", "champion", "--server", "",
+                                      "--kserve", "{}", "--state-dir", ""])  # fmt: skip
+    assert (args.server, args.kserve, args.state_dir) == (None, None, None)
+    assert build_parser().parse_args(["--kserve", '{"name": "x"}']).kserve == '{"name": "x"}'
+    for argv in (["--model-name", "simrec"], ["simrec@champion", "--model-name", "simrec", "--alias", "x"]):
+        with pytest.raises(SystemExit):
+            deploy_main(argv)
+        assert "--model-name and --alias go together" in capsys.readouterr().err
