@@ -295,7 +295,9 @@ class KServeConfig(_Section):
 class ServeConfig(_Section):
     """Where deploy rolls the champion out to: a local `simrec serve`, a server URL, or KServe."""
 
-    server: str | None = Field(None, description="endpoint URL (admin token: SIMREC_ADMIN_TOKEN); null: local")
+    server: str | None = Field(
+        None, description="endpoint URL (admin token: SIMREC_ADMIN_TOKEN); null: local"
+    )
     kserve: KServeConfig | None = Field(None, description="a KServe InferenceService instead of a server")
     port: int = Field(8080, ge=1, le=65535, description="port of the local simrec serve")
     state_dir: str = Field(description="local server's folder: pid, port, token, log, packages")
