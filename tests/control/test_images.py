@@ -76,12 +76,18 @@ def test_hadolint_finds_mistakes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
 def test_base_images_are_pinned_by_tag_and_digest(dockerfile: Path) -> None:
+    """By default: a base given as a build argument (scripts/build-images --local-base) defaults to a
+    pinned one, so a published build is the same as before the argument existed."""
     stages: set[str] = set()
+    defaults: dict[str, str] = {}
     for instruction, arguments in _instructions(dockerfile):
+        if instruction == "ARG" and "=" in arguments:
+            name, default = arguments.split("=", 1)
+            defaults[name] = default
         if instruction != "FROM":
             continue
         words = arguments.split()
-        base = words[0]
+        base = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], m[0]), words[0])
         assert base in stages or PINNED.match(base), f"{dockerfile}: FROM {base} is not tag@sha256:digest"
         if len(words) == 3 and words[1].upper() == "AS":
             stages.add(words[2])
