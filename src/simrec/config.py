@@ -314,6 +314,30 @@ class ServeConfig(_Section):
         return self
 
 
+class RunnerConfig(_Section):
+    """How `simrec run` executes each task on this machine."""
+
+    containers: bool = Field(
+        False,
+        description="each task in its own image with podman, as in a pod (simrec run --containers); "
+        "false: in the local environment standing for the image",
+    )
+
+    def shared_folders(self, config: SimrecConfig) -> tuple[list[Path], list[Path]]:
+        """The folders a task's container shares with this machine: written (stores, runs, checkpoints,
+        the local server's state) and only read (the dataset), at the paths the IR names."""
+        storage = config.storage
+        written = [storage.lake_uri, storage.runs_dir, storage.checkpoint_root, config.serve.state_dir]
+        written += [storage.mlflow_artifact_root or ""]
+        if storage.mlflow_tracking_uri.startswith("sqlite:///"):
+            written.append(str(Path(storage.mlflow_tracking_uri.removeprefix("sqlite:///")).parent))
+        elif "://" not in storage.mlflow_tracking_uri:  # a file store
+            written.append(storage.mlflow_tracking_uri)
+        local = [Path(location) for location in written if location and "://" not in location]
+        source = [Path(config.ingest.source)] if "://" not in config.ingest.source else []
+        return local, source
+
+
 STEP_NAMES = ("ingest", "tune", "train", "evaluate", "validate", "register", "deploy")
 SPARK_STEPS = ("ingest", "tune", "train", "evaluate")  # their pods run a Spark driver
 
@@ -327,6 +351,7 @@ class SimrecConfig(_Section):
     tune: TuneConfig
     evaluate: EvaluateConfig = EvaluateConfig()
     serve: ServeConfig
+    runner: RunnerConfig = RunnerConfig()
     resources: dict[str, TaskResources] = Field(
         description="per task (or 'default'): the pod's CPU and memory requests and limits on a cluster"
     )

@@ -14,7 +14,7 @@ import yaml
 
 from simrec import paths
 from simrec.code_version import git_sha
-from simrec.config import PROFILES, SimrecConfig, load_config
+from simrec.config import PROFILES, RunnerConfig, SimrecConfig, load_config
 from simrec.errors import InputError
 from simrec.pipeline.backend import SUPPORT_MATRIX
 from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
@@ -68,6 +68,7 @@ def compile_main(argv: list[str] | None = None) -> None:
 
 
 def run_main(argv: list[str] | None = None) -> None:
+    from simrec.runner.containers import ContainerMode
     from simrec.runner.embedded import EmbeddedRunner
     from simrec.runner.ir import load_ir
 
@@ -79,8 +80,16 @@ def run_main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="show every line of the steps' output, not only progress"
     )
+    parser.add_argument(
+        "--containers",
+        action="store_true",
+        help="run each task in its own image with podman, as in a pod (built by scripts/build-images "
+        "--local-base; conf: runner.containers)",
+    )
     args = parser.parse_args(argv)
     config = load_config(args.profile)
+    if args.containers:
+        config = config.model_copy(update={"runner": RunnerConfig(containers=True)})
     arguments = _arguments(config, args)
     run_name = args.run_name or f"{PIPELINE_NAME}-{datetime.now():%Y%m%d-%H%M%S}"
     runs_dir = Path(config.storage.runs_dir)
@@ -95,6 +104,7 @@ def run_main(argv: list[str] | None = None) -> None:
         step_env={"MLFLOW_DISABLE_TELEMETRY": "true", "SPARK_LOCAL_IP": "127.0.0.1"},
         images_dir=paths.images_dir(),
         verbose=args.verbose,
+        containers=ContainerMode(*config.runner.shared_folders(config)) if config.runner.containers else None,
     )
     print(f"simrec run {run_name}: profile {args.profile}, pipeline {package}")
     summary = runner.run(load_ir(package), arguments, run_name=run_name)

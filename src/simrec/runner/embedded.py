@@ -14,10 +14,14 @@ output name and the producing execution (a cached task hands on the execution it
 content. An artifact re-made by a task that ran again is a new artifact, so its consumers run again, as
 on KFP where every execution's outputs get new names. Data identity that must survive a re-run (ingest's
 table versions) therefore travels as a parameter. One addition: an image tag does not change when its
-lock file does here, so the lock's content (images/<image>/requirements.txt) is part of the key."""
+lock file does here, so the lock's content (images/<image>/requirements.txt) is part of the key.
+
+With containers (`simrec run --containers`, simrec.runner.containers) each command runs in its image
+instead, and the image's ID takes the lock's place in the key: it covers the lock and the code alike."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -40,6 +44,8 @@ from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.mlflow_tracking import PIPELINE_RUN_ENV
 from simrec.progress import progress_text
+from simrec.runner import containers
+from simrec.runner.containers import ContainerMode, LocalImage, image_name
 from simrec.runner.ir import PipelineIR, Task
 from simrec.runner.placeholders import substitute
 
@@ -53,6 +59,8 @@ class TaskRecord:
     artifacts: dict[str, str] = field(default_factory=dict)  # output name -> local path
     parameters: dict[str, Any] = field(default_factory=dict)  # output name -> value
     error: str = ""
+    image: str = ""  # container mode: the image that ran (the IR's, or its local build)
+    image_id: str = ""
 
 
 @dataclass
@@ -84,11 +92,6 @@ def environment_for(image: str, envs_dir: Path) -> Path:
     return env
 
 
-def image_name(image: str) -> str:
-    """`registry/simrec/steps:0.1.0` -> `steps`: the environment and images/ folder standing for it."""
-    return image.rsplit("/", 1)[-1].split(":", 1)[0].split("@", 1)[0]
-
-
 def _lock_digest(image: str, images_dir: Path) -> str:
     lock = images_dir / image_name(image) / "requirements.txt"
     return hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "no lock file"
@@ -113,6 +116,7 @@ class EmbeddedRunner:
         echo: Callable[[str], None] = print,
         images_dir: Path | None = None,
         verbose: bool = False,
+        containers: ContainerMode | None = None,
     ) -> None:
         self.envs_dir = envs_dir
         self.runs_dir = runs_dir
@@ -121,6 +125,9 @@ class EmbeddedRunner:
         self.echo = echo
         self.images_dir = images_dir or paths.images_dir()
         self.verbose = verbose  # every line of step output; otherwise progress lines only
+        self.containers = containers  # None: local environments stand for the images
+        self.images: dict[str, LocalImage] = {}  # container mode: IR reference -> the image that runs
+        self.engine: Path | None = None  # container mode: the engine API socket the deploy step uses
 
     def run(self, ir: PipelineIR, arguments: dict[str, Any], run_name: str | None = None) -> RunSummary:
         unknown = set(arguments) - set(ir.parameters)
@@ -135,6 +142,33 @@ class EmbeddedRunner:
         if any((run_dir / task.name).exists() for task in ir.tasks) or (run_dir / "run.json").exists():
             raise InputError(f"run name {run_name!r} is already used ({run_dir}); choose another --run-name")
         run_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            if self.containers:
+                self._find_images(ir)
+                self.engine = stack.enter_context(containers.engine_socket())
+            records = self._run_tasks(ir, parameters, run_dir, run_name)
+        summary = RunSummary(run_dir, [records[t.name] for t in ir.tasks])
+        write_json_atomic(
+            run_dir / "run.json",
+            {"pipeline": ir.name, "parameters": parameters, "tasks": [asdict(t) for t in summary.tasks]},
+        )
+        return summary
+
+    def _find_images(self, ir: PipelineIR) -> None:
+        """Every task's image before the first task starts, so a missing one fails the run at once."""
+        for reference in sorted({task.container["image"] for task in ir.tasks}):
+            image = self.images[reference] = containers.resolve_image(reference)
+            built_from = [paths.CHECKOUT / "src", self.images_dir / image_name(reference)]
+            changed, newest = containers.newest_source(built_from)
+            if changed > image.created:
+                self.echo(
+                    f"warning: {image.tag} is older than {newest}: the run uses the code in the image "
+                    f"(rebuild: scripts/build-images --local-base {image_name(reference)})"
+                )
+
+    def _run_tasks(
+        self, ir: PipelineIR, parameters: dict[str, Any], run_dir: Path, run_name: str
+    ) -> dict[str, TaskRecord]:
         records: dict[str, TaskRecord] = {}
         for index, task in enumerate(ir.tasks, 1):
             prefix = f"[{index}/{len(ir.tasks)}] {task.name}"
@@ -146,12 +180,7 @@ class EmbeddedRunner:
                 self.echo(f"{prefix}: skipped ({records[task.name].error})")
                 continue
             records[task.name] = self._run_task(task, parameters, records, run_dir, run_name, prefix)
-        summary = RunSummary(run_dir, [records[t.name] for t in ir.tasks])
-        write_json_atomic(
-            run_dir / "run.json",
-            {"pipeline": ir.name, "parameters": parameters, "tasks": [asdict(t) for t in summary.tasks]},
-        )
-        return summary
+        return records
 
     def _resolve_inputs(
         self, task: Task, parameters: dict[str, Any], records: dict[str, TaskRecord]
@@ -188,7 +217,11 @@ class EmbeddedRunner:
         identity = {
             "container": task.container,
             "component": task.component,
-            "image_lock": _lock_digest(task.container["image"], self.images_dir),
+            "image": (
+                self.images[task.container["image"]].id
+                if self.containers
+                else _lock_digest(task.container["image"], self.images_dir)
+            ),
             "parameters": {
                 name: value
                 for name, value in sorted(arguments.items())
@@ -235,16 +268,25 @@ class EmbeddedRunner:
         record = TaskRecord(task.name, "failed", root=str(task_root))
         started = time.monotonic()
         try:
-            env_dir = environment_for(task.container["image"], self.envs_dir)
-            if self.verbose:
-                shown = " ".join(arg if len(arg) <= 200 else arg[:60] + " … " + arg[-20:] for arg in command)
-                self.echo(f"{prefix}: running in {env_dir.name} environment: {shown}")
-            else:
-                self.echo(f"{prefix}: running in {env_dir.name} environment (log: {task_root / 'log.txt'})")
             container_env = {item["name"]: item["value"] for item in task.container.get("env", [])}
             # What a pod reads from its labels on a cluster (the IR's platform spec; embedded runs apply none)
             container_env[PIPELINE_RUN_ENV] = run_name
-            self._execute(command, env_dir, container_env, task_root / "log.txt", task.name)
+            if self.containers:
+                image = self.images[task.container["image"]]
+                record.image, record.image_id = image.tag, image.id
+                where = f"image {image.tag} ({image.id[:12]})"
+                argv = self._container_command(task, image, command, container_env, run_name)
+                env = containers.engine_environment()
+            else:
+                env_dir = environment_for(task.container["image"], self.envs_dir)
+                where = f"{env_dir.name} environment"
+                argv, env = command, self._process_env(env_dir, container_env)
+            if self.verbose:
+                shown = " ".join(arg if len(arg) <= 200 else arg[:60] + " … " + arg[-20:] for arg in command)
+                self.echo(f"{prefix}: running in {where}: {shown}")
+            else:
+                self.echo(f"{prefix}: running in {where} (log: {task_root / 'log.txt'})")
+            self._execute(argv, env, task_root / "log.txt", task.name)
             record.artifacts, record.parameters = self._collect_outputs(executor_input, task)
             record.status = "succeeded"
         except (TaskFailed, InputError) as exc:
@@ -258,13 +300,36 @@ class EmbeddedRunner:
             self.echo(f"{prefix}: FAILED after {record.seconds:.1f} s: {record.error}")
         return record
 
-    def _execute(
-        self, command: list[str], env_dir: Path, container_env: dict[str, str], log_path: Path, label: str
-    ) -> None:
+    def _process_env(self, env_dir: Path, container_env: dict[str, str]) -> dict[str, str]:
         env = dict(os.environ) | container_env | self.step_env
         env["VIRTUAL_ENV"] = str(env_dir)
         env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         env.pop("PYTHONHOME", None)
+        return env
+
+    def _container_command(
+        self, task: Task, image: LocalImage, command: list[str], container_env: dict[str, str], run_name: str
+    ) -> list[str]:
+        """`podman run` for the task: only the IR's environment, as in a pod, not this shell's. The
+        deploy step starts the local server from the serve image, through the engine's API socket."""
+        assert self.containers is not None and self.engine is not None
+        env = container_env | self.step_env
+        mode = self.containers
+        if command[:2] == ["simrec", "deploy"]:
+            serve = next((i for r, i in self.images.items() if image_name(r) == "serve"), None)
+            if serve is None:
+                raise InputError("the deploy step starts the serve image, which no task here names")
+            env |= {
+                containers.SERVE_IMAGE_ENV: serve.tag,
+                "DOCKER_HOST": f"unix://{containers.ENGINE_SOCKET}",
+            }
+            mode = ContainerMode(
+                mode.writable, mode.read_only, sockets={self.engine: containers.ENGINE_SOCKET}
+            )
+        name = f"simrec-{run_name}-{task.name}".replace("_", "-")
+        return mode.command(image, name, command, env, task.container, task.platform)
+
+    def _execute(self, command: list[str], env: dict[str, str], log_path: Path, label: str) -> None:
         tail: list[str] = []
         error = ""  # a step's own one-line error ("simrec <step>: error: …"), when it gave one
         with log_path.open("w") as log:

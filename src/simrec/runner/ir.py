@@ -20,6 +20,7 @@ class Task:
     inputs: dict[str, Any]  # the task's parameter and artifact wiring
     caching: bool
     upstream: frozenset[str]
+    platform: dict[str, Any]  # the executor's Kubernetes settings (volumes, env from the pod)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def load_ir(path: Path) -> PipelineIR:
     if unsupported:
         raise InputError(f"{path}: nested DAGs (conditions, loops) are not supported yet: {unsupported}")
     executors = spec["deploymentSpec"]["executors"]
+    platform = next((d for d in documents if isinstance(d, dict) and "platforms" in d), {})
+    kubernetes = platform.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
     graph = {name: _upstream(t) for name, t in dag_tasks.items()}
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
@@ -68,6 +71,7 @@ def load_ir(path: Path) -> PipelineIR:
                 inputs=task.get("inputs", {}),
                 caching=bool(task.get("cachingOptions", {}).get("enableCache", False)),
                 upstream=frozenset(graph[name]),
+                platform=kubernetes.get("executors", {}).get(component["executorLabel"], {}),
             )
         )
     parameters = {

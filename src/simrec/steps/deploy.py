@@ -24,8 +24,10 @@ from typing import Any
 import requests
 
 from simrec.errors import InputError
+from simrec.files import write_json_atomic
 from simrec.paths import CHECKOUT, envs_dir
 from simrec.progress import report
+from simrec.runner.containers import SERVE_IMAGE_ENV
 from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
@@ -75,8 +77,6 @@ class LocalServer:
     url: str
     token: str  # the query routes'
     admin_token: str
-    pid: int
-    log: Path
 
 
 def _answers(url: str) -> bool:
@@ -102,22 +102,48 @@ def _local_token(state_dir: Path, variable: str = TOKEN_VARIABLE, name: str = "t
 def ensure_local_server(
     state_dir: Path | None = None, port: int = 8080, host: str = "127.0.0.1", timeout_s: float = 120.0
 ) -> LocalServer:
-    """The local server recorded in `state_dir` if it answers, else a new detached `simrec serve`."""
+    """The local server recorded in `state_dir` if it answers, else a new detached `simrec serve`: a
+    process in the serve environment, or, where the runner runs steps in containers (SIMREC_SERVE_IMAGE),
+    a container of the serve image."""
     state_dir = state_dir or default_state_dir()
     token = _local_token(state_dir)
     admin_token = _local_token(state_dir, ADMIN_TOKEN_VARIABLE, "admin-token")
     record = state_dir / "server.json"
-    if record.exists():
-        known = json.loads(record.read_text())
-        if _answers(known["url"]):
-            return LocalServer(known["url"], token, admin_token, known["pid"], Path(known["log"]))
+    if record.exists() and _answers(json.loads(record.read_text())["url"]):
+        return LocalServer(json.loads(record.read_text())["url"], token, admin_token)
     url = f"http://{host}:{port}"
     if _answers(url):
         raise DeployError(f"another server answers at {url} (not started from {state_dir}); pass --server")
+    package_root = state_dir / PACKAGES
+    package_root.mkdir(exist_ok=True)
+    serve = ["serve", "--host", host, "--port", str(port), "--package-root", str(package_root)]
+    tokens = {TOKEN_VARIABLE: token, ADMIN_TOKEN_VARIABLE: admin_token}
+    image = os.environ.get(SERVE_IMAGE_ENV)
+    started = (
+        _start_container(image, serve, package_root, tokens)
+        if image
+        else _start_process(serve, state_dir, tokens)
+    )
+    write_json_atomic(record, {"url": url, "port": port} | started.record)
+    deadline = time.monotonic() + timeout_s
+    while not _answers(url):
+        if not started.running() or time.monotonic() > deadline:
+            raise DeployError(f"the local server did not start ({started.where}):\n{started.log_tail()}")
+        time.sleep(0.3)
+    return LocalServer(url, token, admin_token)
+
+
+@dataclass(frozen=True)
+class _Started:
+    record: dict[str, Any]  # how server.json finds it again: its pid, or its container
+    where: str  # where its log is
+    running: Callable[[], bool]
+    log_tail: Callable[[], str]
+
+
+def _start_process(serve: list[str], state_dir: Path, tokens: dict[str, str]) -> _Started:
     log_path = state_dir / "server.log"
-    (state_dir / PACKAGES).mkdir(exist_ok=True)
-    command = [str(envs_dir() / "serve" / "bin" / "python"), "-m", "simrec", "serve", "--host", host]
-    command += ["--port", str(port), "--package-root", str(state_dir / PACKAGES)]
+    command = [str(envs_dir() / "serve" / "bin" / "python"), "-m", "simrec", *serve]
     with log_path.open("ab") as log:
         # A new session: the server survives this command and Ctrl-C in its terminal.
         process = subprocess.Popen(
@@ -125,17 +151,49 @@ def ensure_local_server(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=os.environ | {TOKEN_VARIABLE: token, ADMIN_TOKEN_VARIABLE: admin_token},
+            env=os.environ | tokens,
             start_new_session=True,
         )
-    record.write_text(json.dumps({"url": url, "pid": process.pid, "port": port, "log": str(log_path)}))
-    deadline = time.monotonic() + timeout_s
-    while not _answers(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise DeployError(f"the local server did not start (see {log_path}):\n{tail}")
-        time.sleep(0.3)
-    return LocalServer(url, token, admin_token, process.pid, log_path)
+    return _Started(
+        {"pid": process.pid, "log": str(log_path)},
+        f"see {log_path}",
+        lambda: process.poll() is None,
+        lambda: log_path.read_text(errors="replace")[-2000:],
+    )
+
+
+def _start_container(image: str, serve: list[str], package_root: Path, tokens: dict[str, str]) -> _Started:
+    """The serve image's entrypoint (`simrec`) with `serve`, on the host's network, as the image's own
+    user, reading packages from the package root (mounted read-only) and writing nowhere else."""
+    import docker  # the steps image has it (an MLflow dependency); podman serves the same API
+
+    try:
+        client = docker.from_env()
+        port = serve[serve.index("--port") + 1]
+        container = client.containers.run(
+            image,
+            serve,
+            name=f"simrec-serve-{port}",
+            detach=True,
+            network_mode="host",
+            read_only=True,
+            tmpfs={"/tmp": ""},
+            volumes={str(package_root): {"bind": str(package_root), "mode": "ro"}},
+            environment=tokens,
+        )
+    except docker.errors.DockerException as exc:
+        raise DeployError(f"cannot start the serve image {image}: {exc}") from exc
+
+    def running() -> bool:
+        container.reload()
+        return container.status in ("created", "running")
+
+    return _Started(
+        {"container": container.name, "image": image},
+        f"podman logs {container.name}",
+        running,
+        lambda: container.logs(tail=40).decode(errors="replace"),
+    )
 
 
 def _server(args: argparse.Namespace) -> tuple[str, str | None]:
