@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,12 @@ def smoke_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # deploy leaves its local server running (as it should for a user): stop it after the test
     record = tmp_path / "serve" / "server.json"
     if record.exists():
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(json.loads(record.read_text())["pid"], signal.SIGTERM)
+        server = json.loads(record.read_text())
+        if "container" in server:  # simrec run --containers
+            subprocess.run(["podman", "rm", "--force", server["container"]], capture_output=True, timeout=60)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server["pid"], signal.SIGTERM)
 
 
 def _free_port() -> int:
