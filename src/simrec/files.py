@@ -12,11 +12,23 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _process_umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+# What open() would give a new file. mkstemp makes it 0600, readable by its owner only: a package written
+# that way cannot be read by a server running as another user (the serve image's, or a pod's).
+NEW_FILE_MODE = 0o666 & ~_process_umask()  # read once, at import, before any thread starts
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file that takes `path`'s name only once it is completely written; readers never see a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, NEW_FILE_MODE)
     try:
         with os.fdopen(fd, mode) as out:
             yield out
