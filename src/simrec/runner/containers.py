@@ -3,9 +3,10 @@
 What a pod would get, and no more: the image the IR names (built here by `scripts/build-images
 --local-base`, never pulled), the IR's environment (not this shell's), the image's own non-root user, the
 task's memory limit and CPUs, the IR's /dev/shm size, and the run's folders (artifacts, lake, MLflow
-store, dataset) mounted at the paths the IR names. The image's user is mapped to the user running simrec,
-so what a step writes into those folders belongs to that user afterwards, as on a volume a pod shares
-with the rest of the pipeline.
+store, dataset) mounted at the paths the IR names. The image's user must be able to write there: run by
+a user (rootless podman) the image's user is that user (keep-id); run as root, the folders are handed to
+the image's user before each task, as Kubernetes' fsGroup hands a volume to a pod. (Mapping the image's
+user to root instead needs id-mapped image layers, which this machine's kernel refuses.)
 
 The deploy step starts the local server as a container of the serve image: it reaches podman through the
 Docker-compatible API socket of `podman system service`, which this module starts for the run."""
@@ -29,8 +30,6 @@ from simrec.errors import InputError
 LOCAL_MARKER = "-local"  # scripts/build-images --local-base: simrec/<image>:<version>-local
 SERVE_IMAGE_ENV = "SIMREC_SERVE_IMAGE"  # deploy starts its local server from this image
 ENGINE_SOCKET = "/run/simrec/engine.sock"  # where a task finds the container engine's API
-SUBORDINATE_IDS = 100_000  # root mode: container ids other than the image user's map from here
-ID_RANGE = 65_536
 
 
 def containers_conf() -> Path:
@@ -120,15 +119,21 @@ def newest_source(folders: list[Path]) -> tuple[float, Path | None]:
     return newest
 
 
-def user_mapping(uid: int) -> list[str]:
-    """Options mapping the image's user `uid` to the user running podman, the other ids elsewhere."""
-    if os.geteuid() != 0:  # rootless: podman maps the user itself
-        return [f"--userns=keep-id:uid={uid},gid={uid}"]
-    options = []
-    for flag in ("--uidmap", "--gidmap"):
-        options += [f"{flag}={uid}:0:1", f"{flag}=0:{SUBORDINATE_IDS}:{uid}"]
-        options.append(f"{flag}={uid + 1}:{SUBORDINATE_IDS + uid + 1}:{ID_RANGE - uid - 1}")
-    return options
+def user_options(uid: int) -> list[str]:
+    """Run as the image's user `uid`; rootless, that user is the one running podman (keep-id)."""
+    keep_id = [f"--userns=keep-id:uid={uid},gid={uid}"] if os.geteuid() != 0 else []
+    return [*keep_id, f"--user={uid}:{uid}"]
+
+
+def hand_over(folders: list[Path], uid: int) -> None:
+    """As root: make `folders` and everything in them the image user's, so the task can write there
+    (files this machine's user wrote meanwhile included). Rootless podman needs none of it."""
+    if os.geteuid() != 0:
+        return
+    for folder in folders:
+        for path in [folder, *folder.rglob("*")]:
+            if path.lstat().st_uid != uid:
+                os.lchown(path, uid, uid)
 
 
 def mount_roots(paths: list[Path]) -> list[Path]:
@@ -173,7 +178,6 @@ class ContainerMode:
             else:
                 options.append(f"--tmpfs={mount['mountPath']}" + (f":size={size}" if size else ""))
         for folder in mount_roots(self.writable):
-            folder.mkdir(parents=True, exist_ok=True)
             options.append(f"--volume={folder}:{folder}")
         covered = mount_roots(self.writable)
         for folder in mount_roots(self.read_only):
@@ -191,12 +195,16 @@ class ContainerMode:
         container: dict[str, Any],
         platform: dict[str, Any],
     ) -> list[str]:
-        """The `podman run` command line that runs `argv` (the IR's command and args) as a pod would."""
+        """The `podman run` command line that runs `argv` (the IR's command and args) as a pod would;
+        the shared folders are made (and, as root, handed to the image's user) first."""
         uid = int(image.user.split(":")[0])
+        writable = mount_roots(self.writable)
+        for folder in writable:
+            folder.mkdir(parents=True, exist_ok=True)
+        hand_over(writable, uid)
         run = ["podman", "run", "--rm", "--replace", f"--name={name}", "--pull=never", "--network=host"]
         run += ["--init"]  # a pod's processes get a reaper too (Spark and Horovod start children)
-        if uid:
-            run += [*user_mapping(uid), f"--user={uid}:{uid}"]
+        run += user_options(uid)
         run += self.options(container, platform)
         run += [f"--env={key}={value}" for key, value in sorted(env.items())]
         # Kubernetes' `command` replaces the image's ENTRYPOINT; its `args` are the rest
