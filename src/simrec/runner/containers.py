@@ -126,12 +126,13 @@ def user_options(uid: int) -> list[str]:
 
 
 def hand_over(folders: list[Path], uid: int) -> None:
-    """As root: make `folders` and everything in them the image user's, so the task can write there
-    (files this machine's user wrote meanwhile included). Rootless podman needs none of it."""
+    """As root: make `folders` and everything in them (or a file, such as a socket) the image user's, so
+    the task can write there (files this machine's user wrote meanwhile included). Rootless podman needs
+    none of it."""
     if os.geteuid() != 0:
         return
     for folder in folders:
-        for path in [folder, *folder.rglob("*")]:
+        for path in [folder, *folder.rglob("*")] if folder.is_dir() else [folder]:
             if path.lstat().st_uid != uid:
                 os.lchown(path, uid, uid)
 
@@ -201,7 +202,7 @@ class ContainerMode:
         writable = mount_roots(self.writable)
         for folder in writable:
             folder.mkdir(parents=True, exist_ok=True)
-        hand_over(writable, uid)
+        hand_over([*writable, *self.sockets], uid)
         run = ["podman", "run", "--rm", "--replace", f"--name={name}", "--pull=never", "--network=host"]
         run += ["--init"]  # a pod's processes get a reaper too (Spark and Horovod start children)
         run += user_options(uid)
