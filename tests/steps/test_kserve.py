@@ -308,9 +308,9 @@ def test_create_then_canary_then_promote(cluster, services):
     assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]
 
     # Argo CD (deploy/argocd) tracks the object by a label the rollout must keep
-    isvc = cluster.isvc()
-    isvc["metadata"]["labels"]["app.kubernetes.io/instance"] = "simrec-serving"
-    cluster.api.request("PUT", f"{cluster.kserve.collection}/simrec", isvc)
+    label = {"metadata": {"labels": {"app.kubernetes.io/instance": "simrec-serving"}}}
+    path = f"{cluster.kserve.collection}/simrec"
+    cluster.api.request("PATCH", path, label, content_type="application/merge-patch+json")
     seen = len(cluster.kserve.traffic_history)
     second = deploy(cluster, services, "2")
     assert second["outcome"] == "serving" and second["revision"] == REV2
@@ -442,18 +442,17 @@ def test_rollback_with_nothing_before(cluster, services):
 
 
 def test_the_api_server_checks_what_deploy_sends(cluster, services):
-    """What the stand-in accepted and a real server does not: a field KServe's CRD does not have, and a
-    wrong type, are refused by the structural schema when deploy creates or replaces the object."""
+    """What the stand-in accepted and a real server does not: a wrong type is refused by KServe's CRD
+    schema, an update over an older resourceVersion is refused, and a field the CRD does not have is
+    dropped (pruned), not stored."""
+    wrong = cluster.manifest("1")
+    wrong["spec"]["predictor"]["minReplicas"] = "one"
+    with pytest.raises(InputError, match=r"answered 422: .*minReplicas"):
+        services.create(wrong)
     typo = cluster.manifest("1")
     typo["spec"]["predictor"]["containers"][0]["imagePullPolcy"] = "Always"
-    # the CRD's schema prunes unknown fields: the object is stored without it
     services.create(typo)
     assert "imagePullPolcy" not in cluster.isvc()["spec"]["predictor"]["containers"][0]
-    wrong = cluster.manifest("2")
-    wrong["spec"]["predictor"]["minReplicas"] = "one"
-    wrong["metadata"]["resourceVersion"] = cluster.isvc()["metadata"]["resourceVersion"]
-    with pytest.raises(InputError, match=r"answered 422: .*minReplicas"):
-        services.replace(wrong)
     stale = cluster.manifest("2")
     stale["metadata"]["resourceVersion"] = "1"
     with pytest.raises(InputError, match="answered 409"):
