@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import socket
@@ -360,7 +359,6 @@ def unique_namespace(prefix: str) -> str:
 if __name__ == "__main__":  # python tests/kube_api.py: start one, print what it costs, stop it
     import tempfile
 
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
     with tempfile.TemporaryDirectory() as tmp:
         began = time.monotonic()
         with KubeAPI.running(Path(tmp)) as server:
