@@ -60,7 +60,6 @@ class KServeController:
         self.services: dict[str, Service] = {}
         self.behaviours: dict[str, str] = {}
         self.traffic_history: list[dict[str, int]] = []  # revision -> percent > 0, at every reconcile
-        self.status_writes = 0
         self.conflicts = 0  # status writes refused with 409 (the rollout changed the object meanwhile)
         self.errors: list[str] = []
         self._queue: list[tuple[float, str]] = []
@@ -151,7 +150,6 @@ class KServeController:
         body = {k: isvc[k] for k in ("apiVersion", "kind", "metadata")} | {"status": status}
         try:
             self.api.request("PUT", f"{self.collection}/{name}/status", body)
-            self.status_writes += 1
         except ApiError as exc:
             if exc.status != 409:
                 raise
