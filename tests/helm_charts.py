@@ -34,9 +34,11 @@ def values_args(chart: str, values: str | Path | None) -> list[str]:
     return ["--values", str(CHARTS / chart / values)] if values else []
 
 
-def render(helm: Path, chart: str, values: str | Path | None = None, *sets: str) -> list[dict[str, Any]]:
-    """`helm template` of charts/<chart> into namespace simrec: the rendered objects."""
-    command = [str(helm), "template", chart, str(CHARTS / chart), "--namespace", NAMESPACE]
+def render(
+    helm: Path, chart: str, values: str | Path | None = None, *sets: str, namespace: str = NAMESPACE
+) -> list[dict[str, Any]]:
+    """`helm template` of charts/<chart> into `namespace` (simrec): the rendered objects."""
+    command = [str(helm), "template", chart, str(CHARTS / chart), "--namespace", namespace]
     command += ["--kube-version", KUBERNETES_VERSION, *values_args(chart, values)]
     for assignment in sets:
         command += ["--set", assignment]

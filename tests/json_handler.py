@@ -1,4 +1,4 @@
-"""The tests' stand-in HTTP APIs (KFP, Kubernetes): a quiet JSON request handler base, and a server for it
+"""The tests' stand-in HTTP APIs (KFP): a quiet JSON request handler base, and a server for it
 on a free loopback port."""
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
 """charts/: `helm lint` and `helm template` with the default and the example values; every rendered core
-object valid against Kubernetes' own schema in strict mode (unknown fields refused); the InferenceService and
-the Argo CD Application against their CRDs' structure; and the names, paths and ports the compiled pipeline
-and the serve image rely on. helm comes from scripts/setup-helm (built from tools/helm)."""
+object valid against Kubernetes' own schema in strict mode (unknown fields refused); every rendered object,
+the InferenceService and the Argo CD Application included, applied with server-side apply to a real
+kube-apiserver holding KServe's and Argo CD's own CRDs (tests/kube_api.py), and `helm install` against it;
+and the names, paths and ports the compiled pipeline and the serve image rely on. helm comes from
+scripts/setup-helm (built from tools/helm)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
@@ -13,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -28,6 +30,7 @@ from helm_charts import (
     render,
     values_args,
 )
+from kube_api import ApiError, unique_namespace
 
 from simrec.config import load_config
 from simrec.pipeline import definition
@@ -35,17 +38,18 @@ from simrec.serving.cli import build_parser as serve_parser
 from simrec.serving.kserve import ServedModel, cpu_threads, render_inference_service
 from simrec.steps.kserve_rollout import endpoint as kserve_endpoint
 
-SCHEMAS = Path(__file__).parent / "schemas"
 RENDERS = [
     ("simrec", None),
     ("simrec", "values-example.yaml"),
     ("simrec-serving", None),
     ("simrec-serving", "values-example.yaml"),
 ]
-CRD_SCHEMAS = {
-    ("serving.kserve.io/v1beta1", "InferenceService"): "inferenceservice-v1beta1.json",
-    ("argoproj.io/v1alpha1", "Application"): "argocd-application-v1alpha1.json",
+# Checked by the real API server against the projects' own CRDs (tests/crds), not offline.
+CUSTOM_RESOURCES = {
+    ("serving.kserve.io/v1beta1", "InferenceService"),
+    ("argoproj.io/v1alpha1", "Application"),
 }
+APPLICATION = ROOT / "deploy" / "argocd" / "simrec-serving.yaml"
 EXECUTOR_TEMPLATE_KEY = definition.POD_TEMPLATE_KEY  # the pipeline mounts it under this key
 
 
@@ -57,11 +61,6 @@ def helm() -> Path:
 @pytest.fixture(scope="module")
 def rendered(helm) -> dict[tuple[str, str | None], list[dict[str, Any]]]:
     return {(chart, values): render(helm, chart, values) for chart, values in RENDERS}
-
-
-def crd_schema(doc: dict[str, Any]) -> dict[str, Any] | None:
-    name = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
-    return json.loads((SCHEMAS / name).read_text()) if name else None
 
 
 def pod_of(spec: dict[str, Any], name: str) -> dict[str, Any]:
@@ -83,14 +82,11 @@ def pod_of(spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def validate(doc: dict[str, Any]) -> None:
-    """Raises when the object is not valid: core objects against Kubernetes' schema (strict), custom
-    resources against their CRD's structure, and the Kubernetes types inside them against Kubernetes'."""
-    schema = crd_schema(doc)
-    if schema is None:
+    """Offline, against the newest supported Kubernetes' schema (strict): core objects, and the pod inside
+    the InferenceService. Custom resources as a whole are the API server's to check (below)."""
+    if (doc["apiVersion"], doc["kind"]) not in CUSTOM_RESOURCES:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-        return
-    jsonschema.validate(doc, schema)
-    if doc["kind"] == "InferenceService":
+    elif doc["kind"] == "InferenceService":
         predictor = doc["spec"]["predictor"]
         kubernetes_validate.validate(
             pod_of(predictor, doc["metadata"]["name"]), KUBERNETES_VERSION, strict=True
@@ -117,24 +113,117 @@ def test_every_rendered_object_is_valid(rendered, chart, values) -> None:
             )
 
 
-def test_the_validators_refuse_what_a_cluster_would(rendered) -> None:
-    """The checks above can fail: an unknown field in a core object or in the InferenceService's predictor,
-    a wrong type, or a bad container inside the InferenceService are each refused."""
+def test_the_offline_validator_refuses_what_a_cluster_would(rendered) -> None:
+    """The check above can fail: an unknown field in a core object, or a bad container inside the
+    InferenceService, are each refused."""
     deployment = copy.deepcopy(one(rendered[("simrec", None)], "Deployment"))
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
-    isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
-    typo, wrong_type, bad_container = (copy.deepcopy(isvc) for _ in range(3))
-    typo["spec"]["predictor"]["canaryTraficPercent"] = 10
-    wrong_type["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    bad_container = copy.deepcopy(
+        one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    )
     bad_container["spec"]["predictor"]["containers"][0]["ports"][0]["containerPort"] = "http"
-    for broken in (deployment, typo, wrong_type, bad_container):
-        with pytest.raises((kubernetes_validate.ValidationError, jsonschema.ValidationError)):
+    for broken in (deployment, bad_container):
+        with pytest.raises(kubernetes_validate.ValidationError):
             validate(broken)
 
 
+# -- on a real API server --------------------------------------------------------------------------------
+
+
+def install_namespace(kube, prefix: str) -> str:
+    namespace = unique_namespace(prefix)
+    kube.create_namespace(namespace)
+    return namespace
+
+
+@pytest.mark.parametrize(("chart", "values"), RENDERS)
+def test_every_rendered_object_applies_to_the_api_server(kube, helm, chart, values) -> None:
+    """What `helm template` renders, applied as `kubectl apply --server-side` would into the namespace the
+    chart is installed in: the server's schemas (KServe's own CRD for the InferenceService) refuse unknown
+    fields and wrong types, and the objects are stored as rendered."""
+    namespace = install_namespace(kube, chart)
+    docs = render(helm, chart, values, namespace=namespace)
+    assert docs
+    for doc in docs:
+        stored = kube.apply(doc, namespace)
+        assert stored["metadata"]["namespace"] == namespace
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:
+            assert stored["spec"] == doc["spec"]  # nothing pruned or defaulted away
+
+
+def test_the_api_server_refuses_a_wrong_field_in_a_rendered_object(kube, rendered) -> None:
+    """The test above can fail: a misspelt field in a Deployment's container, in the InferenceService's
+    predictor or in its container, a wrong type, and a misspelt field in the Argo CD Application are
+    each refused by the server (strict field validation, the CRDs' structural schemas)."""
+    namespace = install_namespace(kube, "broken")
+    deployment = copy.deepcopy(one(rendered[("simrec", None)], "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    isvc = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    typo, wrong_type, container_typo = (copy.deepcopy(isvc) for _ in range(3))
+    typo["spec"]["predictor"]["canaryTraficPercent"] = 10
+    wrong_type["spec"]["predictor"]["canaryTrafficPercent"] = "10"
+    container_typo["spec"]["predictor"]["containers"][0]["readinesProbe"] = {}
+    application = yaml.safe_load(APPLICATION.read_text())
+    application["spec"]["syncPolicy"]["automatd"] = {}
+    del application["metadata"]["namespace"]  # into this test's namespace
+    cases = [
+        (deployment, "imagePullPolcy"),
+        (typo, "canaryTraficPercent"),
+        (wrong_type, "canaryTrafficPercent"),
+        (container_typo, "readinesProbe"),
+        (application, "automatd"),
+    ]
+    for broken, field in cases:
+        with pytest.raises(ApiError, match=field) as refused:
+            kube.apply(broken, namespace)
+        # (Kubernetes 1.29 answers an unknown field in a server-side apply with 500 "failed to create
+        # typed patch object ... field not declared in schema"; later releases with 4xx)
+        assert refused.value.status in (400, 422, 500)
+
+
+def test_the_argocd_application_applies_to_the_api_server(kube) -> None:
+    """deploy/argocd/simrec-serving.yaml as `kubectl apply -n argocd` puts it, checked against Argo CD's own
+    Application CRD."""
+    application = yaml.safe_load(APPLICATION.read_text())
+    namespace = application["metadata"]["namespace"]
+    with contextlib.suppress(ApiError):  # made by an earlier test on the same server
+        kube.create_namespace(namespace)
+    stored = kube.apply(application, namespace)
+    assert stored["spec"] == application["spec"]
+
+
+@pytest.mark.parametrize(
+    ("chart", "values"), [("simrec", "values-example.yaml"), ("simrec-serving", "values-example.yaml")]
+)
+def test_helm_installs_the_chart_on_the_api_server(kube, helm, tmp_path, chart, values) -> None:
+    """`helm install` as docs/cluster.md says, against the test server: helm checks the objects against the
+    server's OpenAPI and creates them (nothing runs them: no pods become ready, so no --wait)."""
+    namespace = install_namespace(kube, chart)
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(kube.kubeconfig()))
+    command = [
+        str(helm),
+        "install",
+        chart,
+        str(CHARTS / chart),
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        str(config),
+    ]
+    result = subprocess.run(command + values_args(chart, values), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = render(helm, chart, values, namespace=namespace)
+    for doc in expected:
+        stored = kube.get(kube.path(doc, namespace))
+        assert stored["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        if (doc["apiVersion"], doc["kind"]) in CUSTOM_RESOURCES:
+            # helm creates without strict field validation: the server would drop an unknown field silently
+            assert stored["spec"] == doc["spec"]
+
+
 def test_the_argocd_application_is_valid_and_points_at_the_serving_chart(rendered) -> None:
-    application = yaml.safe_load((ROOT / "deploy" / "argocd" / "simrec-serving.yaml").read_text())
-    validate(application)
+    application = yaml.safe_load(APPLICATION.read_text())
     source = application["spec"]["source"]
     assert (ROOT / source["path"] / "Chart.yaml").is_file()
     assert application["spec"]["destination"]["namespace"] == NAMESPACE

@@ -1,6 +1,7 @@
-"""The cluster deploy path: the rendered InferenceService, and the canary rollout / rollback against a
-stand-in Kubernetes API with a simulated KServe controller (kserve_stub.py) on a loopback port, reached
-through the real `kubernetes` client and a kubeconfig."""
+"""The cluster deploy path: the rendered InferenceService, and the canary rollout / rollback against a real
+kube-apiserver (tests/kube_api.py) with KServe's own CRD, as the pipeline chart's service account under the
+chart's Role, reached through the real `kubernetes` client and a kubeconfig; KServe's status is played by a
+watch-driven controller (kserve_controller.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kserve_stub import KubeStub
+from helm_charts import helm_program, one, render
+from kserve_controller import KServeController
+from kube_api import KubeAPI, unique_namespace
 
 from simrec.config import ConfigError, KServeConfig, load_config
 from simrec.errors import InputError
@@ -36,7 +39,7 @@ ENDPOINT = Endpoint(
     max_replicas=3,
     resources=Resources(cpu_request="500m", cpu_limit="2", memory_request="1Gi", memory_limit="3Gi"),
 )
-FAST = {"timeout_s": 5.0, "poll_s": 0.01}
+FAST = {"timeout_s": 20.0, "poll_s": 0.05}
 
 
 def model(version: str, where: str = "ok") -> ServedModel:
@@ -230,149 +233,259 @@ def test_model_threads_are_the_cpu_limit_rounded_up(cpu, threads):
     assert {"name": "SIMREC_MODEL_THREADS", "value": str(threads)} in container["env"]
 
 
-# -- rollout against the stand-in API --------------------------------------------------------------------
+# -- rollout against a real Kubernetes API server ---------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Cluster:
+    """A namespace in the tests' kube-apiserver with the pipeline chart's deploy RBAC, the rollout's
+    kubeconfig holding a token of the chart's service account, and KServe's part played by a controller."""
+
+    api: KubeAPI
+    namespace: str
+    kserve: KServeController
+    account: str
+    kubeconfig: Path
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        endpoint = dataclasses.replace(ENDPOINT, namespace=self.namespace)
+        return render_inference_service(endpoint, model(version))
+
+    def isvc(self) -> dict[str, Any]:
+        return self.api.get(f"{self.kserve.collection}/simrec")
+
+
+def deploy_role(helm: Path, namespace: str, drop_verb: str | None = None) -> list[dict[str, Any]]:
+    """The pipeline chart's Role and RoleBinding for the deploy step, rendered for `namespace`."""
+    docs = render(helm, "simrec", None, namespace=namespace)
+    role, binding = one(docs, "Role", "simrec-deploy"), one(docs, "RoleBinding", "simrec-deploy")
+    if drop_verb:
+        for rule in role["rules"]:
+            rule["verbs"].remove(drop_verb)
+    return [role, binding]
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    return helm_program()
 
 
 @pytest.fixture
-def stub(tmp_path, monkeypatch):
-    api = KubeStub()
+def cluster(kube, helm, tmp_path, monkeypatch, request):
+    namespace = unique_namespace("rollout")
+    kube.create_namespace(namespace)
+    rbac = deploy_role(helm, namespace, getattr(request, "param", None))
+    for obj in rbac:
+        kube.apply(obj, namespace)
+    (subject,) = rbac[1]["subjects"]
+    token = kube.service_account_token(namespace, subject["name"])  # the pipeline's pods run as it
     config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(api.kubeconfig()))
+    config.write_text(yaml.safe_dump(kube.kubeconfig(token, namespace)))
     monkeypatch.setenv("KUBECONFIG", str(config))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not in a pod: the kubeconfig
-    yield api
-    api.close()
+    controller = KServeController(kube, namespace)
+    yield Cluster(kube, namespace, controller, subject["name"], config)
+    controller.stop()
 
 
 @pytest.fixture
-def services(stub) -> InferenceServices:
+def services(cluster) -> InferenceServices:
     return InferenceServices()
 
 
-def deploy(services: InferenceServices, version: str, where: str = "ok", **options: Any) -> dict[str, Any]:
-    return kserve_rollout.deploy(services, manifest(version, where), canary_percent=10, **(FAST | options))
-
-
-def predictor_status(stub: KubeStub) -> dict[str, Any]:
-    return stub.objects["serving", "simrec"]["status"]["components"]["predictor"]
-
-
-def traffic(stub: KubeStub) -> dict[str, int]:
-    return {t["revisionName"]: t["percent"] for t in predictor_status(stub)["traffic"] if t["percent"]}
+def deploy(cluster: Cluster, services: InferenceServices, version: str, **options: Any) -> dict[str, Any]:
+    manifest = cluster.manifest(version)
+    return kserve_rollout.deploy(services, manifest, canary_percent=10, **(FAST | options))
 
 
 REV1, REV2, REV3 = (f"simrec-predictor-{n:05d}" for n in (1, 2, 3))
 
 
-def test_create_then_canary_then_promote(stub, services):
-    first = deploy(services, "1")
+def test_create_then_canary_then_promote(cluster, services):
+    first = deploy(cluster, services, "1")
     assert first["outcome"] == "serving" and first["revision"] == REV1
-    (create,) = stub.writes()
-    assert create["method"] == "POST" and create["path"].endswith("/namespaces/serving/inferenceservices")
     # nothing rolled out before: KServe would give the first revision all traffic anyway
-    assert "canaryTrafficPercent" not in create["body"]["spec"]["predictor"]
+    assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]
 
     # Argo CD (deploy/argocd) tracks the object by a label the rollout must keep
-    stub.objects["serving", "simrec"]["metadata"]["labels"]["app.kubernetes.io/instance"] = "simrec-serving"
-    second = deploy(services, "2")
+    label = {"metadata": {"labels": {"app.kubernetes.io/instance": "simrec-serving"}}}
+    path = f"{cluster.kserve.collection}/simrec"
+    cluster.api.request("PATCH", path, label, content_type="application/merge-patch+json")
+    seen = len(cluster.kserve.traffic_history)
+    second = deploy(cluster, services, "2")
     assert second["outcome"] == "serving" and second["revision"] == REV2
     assert second["previous_revision"] == REV1
-    update, canary, promote = stub.writes()[1:]
-    assert update["body"]["metadata"]["labels"]["app.kubernetes.io/instance"] == "simrec-serving"
-    # the new revision starts with no traffic, gets its share once Ready, then all of it
-    assert update["method"] == "PUT" and update["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    assert update["body"]["metadata"]["labels"]["simrec.io/model-version"] == "2"
-    assert update["body"]["metadata"]["resourceVersion"]  # optimistic concurrency
-    for patch in (canary, promote):
-        assert patch["method"] == "PATCH" and patch["content_type"] == "application/merge-patch+json"
-    assert canary["body"] == {"spec": {"predictor": {"canaryTrafficPercent": 10}}}
-    assert promote["body"] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
-    status = predictor_status(stub)
+    labels = cluster.isvc()["metadata"]["labels"]
+    assert labels["app.kubernetes.io/instance"] == "simrec-serving"
+    assert labels["simrec.io/model-version"] == "2"
+    # the new revision got no traffic until Ready, then its share, then all of it
+    splits = [t for t in cluster.kserve.traffic_history[seen:] if REV2 in t]
+    assert splits[0] == {REV1: 90, REV2: 10} and splits[-1] == {REV2: 100}
+    assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]  # promoted: the field removed
+    status = cluster.kserve.predictor()
     assert (status["latestRolledoutRevision"], status["previousRolledoutRevision"]) == (REV2, REV1)
-    assert traffic(stub) == {REV2: 100}
+    assert cluster.kserve.traffic() == {REV2: 100}
 
 
-def test_canary_left_in_place_when_not_promoting(stub, services):
-    deploy(services, "1")
-    answer = deploy(services, "2", promote=False)
+def test_canary_left_in_place_when_not_promoting(cluster, services):
+    deploy(cluster, services, "1")
+    answer = deploy(cluster, services, "2", promote=False)
     assert answer["outcome"] == "canary" and answer["canary_percent"] == 10
     assert answer["stable_revision"] == REV1 and answer["status"]["traffic"] == {REV1: 90, REV2: 10}
-    assert [w["method"] for w in stub.writes()] == ["POST", "PUT", "PATCH"]
+    assert cluster.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 10
 
 
-def test_failed_revision_is_rolled_back_and_the_old_one_keeps_serving(stub, services):
-    deploy(services, "1")
+@pytest.mark.parametrize(
+    ("behaviour", "why"), [("fails", "RevisionFailed"), ("load-fails", "model load failed: ModelLoadFailed")]
+)
+def test_failed_revision_is_rolled_back_and_the_old_one_keeps_serving(cluster, services, behaviour, why):
+    deploy(cluster, services, "1")
+    cluster.kserve.behave(REV2, behaviour)
+    seen = len(cluster.kserve.traffic_history)
     with pytest.raises(RolloutFailed) as refused:
-        deploy(services, "2", "fails")
+        deploy(cluster, services, "2")
     message = str(refused.value)
-    assert f"revision {REV2} failed" in message and "RevisionFailed" in message
+    assert f"revision {REV2} failed" in message and why in message
     assert f"rolled back: {REV1} serves all traffic" in message
     record = refused.value.record
     assert record["outcome"] == "refused" and record["rollback"]["serving"] == REV1
-    assert stub.writes()[-1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
-    assert traffic(stub) == {REV1: 100} and predictor_status(stub)["latestRolledoutRevision"] == REV1
+    assert cluster.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 0
+    assert not [t for t in cluster.kserve.traffic_history[seen:] if REV2 in t]  # never served
+    assert cluster.kserve.traffic() == {REV1: 100}
+    assert cluster.kserve.predictor()["latestRolledoutRevision"] == REV1
 
     # the next good version rolls out over the refused one
-    third = deploy(services, "3")
+    third = deploy(cluster, services, "3")
     assert third["revision"] == REV3 and third["previous_revision"] == REV1
-    assert traffic(stub) == {REV3: 100}
+    assert cluster.kserve.traffic() == {REV3: 100}
 
 
-def test_revision_never_ready_is_rolled_back_at_the_timeout(stub, services):
-    deploy(services, "1")
-    with pytest.raises(RolloutFailed, match=r"not Ready with its traffic within 0.3 s") as refused:
-        deploy(services, "2", "hangs", timeout_s=0.3)
+def test_revision_never_ready_is_rolled_back_at_the_timeout(cluster, services):
+    deploy(cluster, services, "1")
+    cluster.kserve.behave(REV2, "hangs")
+    with pytest.raises(RolloutFailed, match=r"not Ready with its traffic within 1 s") as refused:
+        deploy(cluster, services, "2", timeout_s=1.0)
     assert refused.value.record["rollback"] == {"canaryTrafficPercent": 0, "serving": REV1}
-    assert traffic(stub) == {REV1: 100}
-    assert predictor_status(stub)["latestCreatedRevision"] == REV2  # still there, with no traffic
+    assert cluster.kserve.traffic() == {REV1: 100}
+    assert cluster.kserve.predictor()["latestCreatedRevision"] == REV2  # still there, with no traffic
 
 
-def test_first_version_failing_has_nothing_to_roll_back_to(stub, services):
+def test_first_version_failing_has_nothing_to_roll_back_to(cluster, services):
+    cluster.kserve.behave(REV1, "fails")
     with pytest.raises(RolloutFailed, match="nothing served before") as refused:
-        deploy(services, "1", "fails")
+        deploy(cluster, services, "1")
     assert refused.value.record["outcome"] == "refused"
-    assert [w["method"] for w in stub.writes()] == ["POST"]
+    assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]  # created, never patched
 
 
-def test_rollback_by_hand_then_deploying_the_same_version_again(stub, services):
-    deploy(services, "1")
-    deploy(services, "2")
-    back = kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+def test_rollback_by_hand_then_deploying_the_same_version_again(cluster, services):
+    deploy(cluster, services, "1")
+    deploy(cluster, services, "2")
+    back = kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
     assert back["outcome"] == "rolled back" and (back["revision"], back["from_revision"]) == (REV1, REV2)
-    assert traffic(stub) == {REV1: 100} and predictor_status(stub)["latestRolledoutRevision"] == REV1
-    again = kserve_rollout.rollback(services, "serving", "simrec", **FAST)  # idempotent
-    assert again["revision"] == REV1 and traffic(stub) == {REV1: 100}
+    assert cluster.kserve.traffic() == {REV1: 100}
+    assert cluster.kserve.predictor()["latestRolledoutRevision"] == REV1
+    again = kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)  # idempotent
+    assert again["revision"] == REV1 and cluster.kserve.traffic() == {REV1: 100}
 
     # the pipeline deploys the same champion again: no new revision, no canary, it takes all traffic
-    writes = len(stub.writes())
-    redeploy = deploy(services, "2")
-    assert redeploy["revision"] == REV2 and traffic(stub) == {REV2: 100}
-    (update,) = stub.writes()[writes:]
-    assert "canaryTrafficPercent" not in update["body"]["spec"]["predictor"]
+    redeploy = deploy(cluster, services, "2")
+    assert redeploy["revision"] == REV2 and cluster.kserve.traffic() == {REV2: 100}
+    assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]
+    assert cluster.kserve.predictor()["latestCreatedRevision"] == REV2
 
 
-def test_rollback_cannot_step_past_a_refused_revision(stub, services):
-    deploy(services, "1")
-    deploy(services, "2")
+def test_rollback_cannot_step_past_a_refused_revision(cluster, services):
+    deploy(cluster, services, "1")
+    deploy(cluster, services, "2")
+    cluster.kserve.behave(REV3, "fails")
     with pytest.raises(RolloutFailed):
-        deploy(services, "3", "fails")
+        deploy(cluster, services, "3")
     with pytest.raises(InputError, match=f"latest revision {REV3} failed .* {REV2} serves"):
-        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
-    assert traffic(stub) == {REV2: 100}
+        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+    assert cluster.kserve.traffic() == {REV2: 100}
 
 
-def test_rollback_with_nothing_before(stub, services):
-    with pytest.raises(InputError, match="no InferenceService serving/simrec"):
-        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
-    deploy(services, "1")
+class KServeWritesAfterEachRead(InferenceServices):
+    """The rollout's client, with KServe writing the status (a new resourceVersion) right after each read
+    of an existing InferenceService: as it does whenever a revision or the traffic changes."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        super().__init__()
+        self.cluster, self.writes = cluster, 0
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        isvc = super().get(namespace, name)
+        if isvc is not None and self.writes < 2:
+            self.writes += 1
+            path = f"{self.cluster.kserve.collection}/{name}/status"
+            patch = {"status": {"url": f"http://simrec.example/{self.writes}"}}
+            self.cluster.api.request("PATCH", path, patch, content_type="application/merge-patch+json")
+        return isvc
+
+
+def test_a_status_written_between_read_and_update_is_read_again(cluster, services):
+    """A real server refuses an update with an older resourceVersion (409), and KServe's status writes
+    make new ones; deploy reads again and retries instead of failing the rollout."""
+    deploy(cluster, services, "1")
+    racing = KServeWritesAfterEachRead(cluster)
+    second = deploy(cluster, racing, "2")
+    assert racing.writes == 2 and second["revision"] == REV2 and cluster.kserve.traffic() == {REV2: 100}
+
+
+def test_rollback_with_nothing_before(cluster, services):
+    with pytest.raises(InputError, match=f"no InferenceService {cluster.namespace}/simrec"):
+        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+    deploy(cluster, services, "1")
     with pytest.raises(InputError, match="nothing to roll back to"):
-        kserve_rollout.rollback(services, "serving", "simrec", **FAST)
+        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
 
 
-def test_api_errors_are_one_clear_line(stub, services):
-    stub.token = "another"
+def test_the_api_server_checks_what_deploy_sends(cluster, services):
+    """What the stand-in accepted and a real server does not: a wrong type is refused by KServe's CRD
+    schema, an update over an older resourceVersion is refused, and a field the CRD does not have is
+    dropped (pruned), not stored."""
+    wrong = cluster.manifest("1")
+    wrong["spec"]["predictor"]["minReplicas"] = "one"
+    with pytest.raises(InputError, match=r"answered 422: .*minReplicas"):
+        services.create(wrong)
+    typo = cluster.manifest("1")
+    typo["spec"]["predictor"]["containers"][0]["imagePullPolcy"] = "Always"
+    services.create(typo)
+    assert "imagePullPolcy" not in cluster.isvc()["spec"]["predictor"]["containers"][0]
+    stale = cluster.manifest("2")
+    stale["metadata"]["resourceVersion"] = "1"
+    with pytest.raises(InputError, match="answered 409"):
+        services.replace(stale)
+
+
+def test_api_errors_are_one_clear_line(cluster, services):
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"][0]["user"]["token"] = "another"
+    cluster.kubeconfig.write_text(yaml.safe_dump(config))
     with pytest.raises(InputError, match="answered 401: Unauthorized"):
-        deploy(services, "1")
+        deploy(cluster, InferenceServices(), "1")
+
+
+@pytest.mark.parametrize("cluster", ["patch", "get"], indirect=True)
+def test_a_role_without_a_verb_deploy_uses_fails_the_rollout(cluster, services):
+    """The chart's Role is what the rollout may do: without `patch` the canary step is refused, without
+    `get` the first read; the message says which permission is missing."""
+    verb = next(v for v in ("patch", "get") if v not in role_verbs(cluster))
+    with pytest.raises(
+        InputError, match=rf"answered 403: .*cannot {verb} resource .inferenceservices."
+    ) as refused:
+        deploy(cluster, services, "1")
+        deploy(cluster, services, "2")
+    assert f"system:serviceaccount:{cluster.namespace}:{cluster.account}" in str(refused.value)
+    assert "the service account needs" in str(refused.value)
+
+
+def role_verbs(cluster: Cluster) -> set[str]:
+    role = cluster.api.get(
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{cluster.namespace}/roles/simrec-deploy"
+    )
+    return {verb for rule in role["rules"] for verb in rule["verbs"]}
 
 
 # -- the commands ------------------------------------------------------------------------------------------
@@ -383,36 +496,40 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_deploy_and_rollback_commands(stub, tmp_path):
+def test_deploy_and_rollback_commands(cluster, tmp_path):
+    """The commands the pipeline's deploy and rollback components run, as the chart's service account."""
     env = os.environ | {"PYTHONPATH": SRC}
-    settings = json.dumps({"namespace": "serving", "name": "simrec", "canary_percent": 25, **FAST})
+    settings = {"namespace": cluster.namespace, "name": "simrec", "canary_percent": 25, **FAST}
+    settings = json.dumps(settings)
     result = tmp_path / "result.json"
 
-    def deploy_cli(version: str, where: str) -> subprocess.CompletedProcess:
-        uri = f"s3://mlflow/1/models/m-{version}-{where}/artifacts"
+    def deploy_cli(version: str) -> subprocess.CompletedProcess:
+        uri = f"s3://mlflow/1/models/m-{version}-ok/artifacts"
         flags = ["--storage-uri", uri, "--version", version, "--result-out", str(result)]
         return run("deploy", "--kserve", settings, *flags, env=env)
 
     for version in ("1", "2"):
-        done = deploy_cli(version, "ok")
+        done = deploy_cli(version)
         assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(result.read_text())
     assert answer["outcome"] == "serving" and answer["model"]["version"] == "2"
-    assert stub.writes()[2]["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 25
+    assert {REV1: 75, REV2: 25} in cluster.kserve.traffic_history
 
     back = run("rollback", "--kserve", settings, "--result-out", str(result), env=env)
     assert back.returncode == 0, back.stderr[-2000:]
-    assert json.loads(result.read_text())["revision"] == REV1 and traffic(stub) == {REV1: 100}
+    assert json.loads(result.read_text())["revision"] == REV1 and cluster.kserve.traffic() == {REV1: 100}
 
-    seen = len(stub.traffic_history)
-    refused = deploy_cli("3", "fails")
+    seen = len(cluster.kserve.traffic_history)
+    cluster.kserve.behave(REV3, "fails")
+    refused = deploy_cli("3")
     assert refused.returncode != 0
-    assert f"simrec deploy: error: serving/simrec: revision {REV3} failed" in refused.stderr
+    assert f"simrec deploy: error: {cluster.namespace}/simrec: revision {REV3} failed" in refused.stderr
     assert "Traceback" not in refused.stderr
     record = json.loads(result.read_text())  # why, recorded
     assert record["outcome"] == "refused" and record["rollback"]["serving"] == REV1
     # the version rolled back by hand (2) got no traffic while 3 was tried
-    assert not [t for t in stub.traffic_history[seen:] if REV2 in t] and traffic(stub) == {REV1: 100}
+    history = cluster.kserve.traffic_history[seen:]
+    assert not [t for t in history if REV2 in t] and cluster.kserve.traffic() == {REV1: 100}
 
     wrong = run("deploy", "--kserve", settings, "--package", str(tmp_path), "--version", "1", env=env)
     assert wrong.returncode == 2 and "no --server or --package" in wrong.stderr

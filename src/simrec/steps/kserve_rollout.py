@@ -33,6 +33,7 @@ from simrec.serving.kserve import GROUP, PLURAL, VERSION, Endpoint, Resources, d
 FAILING_CONDITIONS = ("Ready", "PredictorReady", "LatestDeploymentReady", "PredictorConfigurationReady")
 CANARY = "canaryTrafficPercent"
 ROLLBACK_TIMEOUT_S = 120.0
+CONFLICT_ATTEMPTS = 5  # updates refused because the object changed meanwhile (409), each read again
 
 
 class RolloutFailed(InputError):
@@ -258,20 +259,8 @@ def deploy(
             "status": status.summary()
         }
 
-    before = Status.of(existing)
+    before, new_revision, staged = _update(services, body, existing)
     stable = before.rolled_out
-    new_revision = _template(existing) != _template(body)
-    # A new revision beside a rolled-out one starts with no traffic: until it is Ready, Knative would
-    # send a canary share to the latest *ready* revision, which may be one rolled back by hand.
-    staged = new_revision and stable is not None
-    if staged:
-        body["spec"]["predictor"][CANARY] = 0
-    # (Same template: no new revision; the latest ready one takes all traffic, as after a rollback.)
-    body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-    # keep what others put there (Argo CD's tracking label, kubectl's annotations); ours win
-    for key in ("labels", "annotations"):
-        body["metadata"][key] = existing["metadata"].get(key, {}) | body["metadata"].get(key, {})
-    services.replace(body)
 
     def reconciled(s: Status) -> bool:
         return not new_revision or s.created != before.created  # KServe made the new revision
@@ -301,6 +290,41 @@ def deploy(
     if outcome == "canary":
         record |= {"canary_percent": canary_percent, "stable_revision": stable}
     return record | {"previous_revision": stable, "status": status.summary()}
+
+
+def _update(
+    services: InferenceServices, manifest: dict[str, Any], existing: dict[str, Any]
+) -> tuple[Status, bool, bool]:
+    """Replaces the InferenceService with `manifest` over `existing` (the resourceVersion read: a change
+    made meanwhile is refused with 409). KServe writes the status, each time a new resourceVersion, whenever
+    a revision or the traffic changes, so on 409 the object is read again and the update retried.
+    Returns (the status before, whether the predictor changed: a new revision, whether it is staged)."""
+    namespace, name = existing["metadata"]["namespace"], existing["metadata"]["name"]
+    for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+        body = copy.deepcopy(manifest)
+        before = Status.of(existing)
+        new_revision = _template(existing) != _template(body)
+        # A new revision beside a rolled-out one starts with no traffic: until it is Ready, Knative would
+        # send a canary share to the latest *ready* revision, which may be one rolled back by hand.
+        staged = new_revision and before.rolled_out is not None
+        if staged:
+            body["spec"]["predictor"][CANARY] = 0
+        # (Same template: no new revision; the latest ready one takes all traffic, as after a rollback.)
+        body["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
+        # keep what others put there (Argo CD's tracking label, kubectl's annotations); ours win
+        for key in ("labels", "annotations"):
+            body["metadata"][key] = existing["metadata"].get(key, {}) | body["metadata"].get(key, {})
+        try:
+            services.replace(body)
+            return before, new_revision, staged
+        except ApiError as exc:
+            if exc.status != 409 or attempt == CONFLICT_ATTEMPTS:
+                raise
+        reread = services.get(namespace, name)
+        if reread is None:
+            raise InputError(f"{namespace}/{name} was deleted during the rollout")
+        existing = reread
+    raise AssertionError("unreachable")
 
 
 def _serves(status: Status, percent: int) -> bool:
