@@ -32,17 +32,22 @@ SERVE_IMAGE_ENV = "SIMREC_SERVE_IMAGE"  # deploy starts its local server from th
 ENGINE_SOCKET = "/run/simrec/engine.sock"  # where a task finds the container engine's API
 
 
-def containers_conf() -> Path:
-    """The containers.conf scripts/setup-containers writes (limits that fit this machine, runc)."""
+def engine_folder() -> Path:
+    """Where scripts/setup-containers writes containers.conf (limits that fit this machine, runc) and,
+    as root, storage.conf (images kept in the cache)."""
     cache = Path(os.environ.get("SIMREC_CACHE") or Path.home() / ".cache" / "simrec")
-    return cache / "containers" / "containers.conf"
+    return cache / "containers"
 
 
 def engine_environment() -> dict[str, str]:
-    """This process's environment plus CONTAINERS_CONF, unless the user set their own."""
+    """This process's environment plus simrec's podman configuration, unless the user set their own."""
     env = dict(os.environ)
-    if "CONTAINERS_CONF" not in env and containers_conf().is_file():
-        env["CONTAINERS_CONF"] = str(containers_conf())
+    for variable, name in (
+        ("CONTAINERS_CONF", "containers.conf"),
+        ("CONTAINERS_STORAGE_CONF", "storage.conf"),
+    ):
+        if variable not in env and (engine_folder() / name).is_file():
+            env[variable] = str(engine_folder() / name)
     return env
 
 
