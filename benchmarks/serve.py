@@ -194,6 +194,21 @@ def start(command: list[str], url: str, log: Path, env: dict[str, str]) -> subpr
     sys.exit(f"not ready in 300 s: {command}")
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(all threads, main thread) CPU seconds of a process: the server's work per request, which the
+    machine's other load does not inflate as it does wall time. The main thread is uvicorn's event loop
+    (HTTP, JSON, validation, PNG decoding); the model threads and ORT's or TensorFlow's pools are the rest."""
+
+    def ticks(stat: Path) -> int:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+    tasks = Path(f"/proc/{pid}/task")
+    per_second = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks(task / "stat") for task in tasks.iterdir() if (task / "stat").exists())
+    return total / per_second, ticks(tasks / str(pid) / "stat") / per_second
+
+
 def stop(process: subprocess.Popen) -> None:
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(30)
@@ -207,12 +222,13 @@ def load(
     seconds: float,
     warm_up_s: float = 2.0,
     patient: bool = True,
+    server_pid: int | None = None,
 ) -> dict:
     """`clients` concurrent connections, each sending its next request when the previous answer arrived
     (after a 503, when its Retry-After has passed, unless not `patient`), measured after `warm_up_s`.
     One asyncio client (aiohttp): it needs a few % of a core, where 8 `requests` threads needed ~40% of
     one of the two cores the server runs on, and their GIL contention added to the measured latency."""
-    return asyncio.run(_load(url, headers, bodies, clients, seconds, warm_up_s, patient))
+    return asyncio.run(_load(url, headers, bodies, clients, seconds, warm_up_s, patient, server_pid))
 
 
 async def _load(
@@ -223,6 +239,7 @@ async def _load(
     seconds: float,
     warm_up_s: float,
     patient: bool,
+    server_pid: int | None,
 ) -> dict:
     import aiohttp
 
@@ -252,10 +269,12 @@ async def _load(
         await asyncio.gather(*(client(session, n, stop_at, warm_up) for n in range(clients)))
         record = fresh()
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        server_before = cpu_seconds(server_pid) if server_pid else (0.0, 0.0)
         started = time.perf_counter()
         await asyncio.gather(*(client(session, n, started + seconds, record) for n in range(clients)))
         wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        server_after = cpu_seconds(server_pid) if server_pid else (0.0, 0.0)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     ok_ms = np.array(record["latencies"]) * 1000
     sent = len(ok_ms) + record["shed"] + record["errors"]
@@ -267,6 +286,9 @@ async def _load(
         "p50_ms": float(np.percentile(ok_ms, 50)),
         "p99_ms": float(np.percentile(ok_ms, 99)),
         "client_cpu_pct": 100 * cpu / wall,
+        # server CPU per answered request, and the event loop's share of it (nan: not measured)
+        "server_cpu_ms": 1000 * (server_after[0] - server_before[0]) / len(ok_ms) if server_pid else np.nan,
+        "loop_cpu_ms": 1000 * (server_after[1] - server_before[1]) / len(ok_ms) if server_pid else np.nan,
     }
 
 
@@ -303,7 +325,7 @@ def main() -> None:
     }
     if args.metrics_off:
         servers["onnx, metrics off"] = (ENVS / "serve/bin/python", ["--no-metrics"])
-    urls, processes = {}, []
+    urls, pids, processes = {}, {}, []
     try:
         for name, (python, flags) in servers.items():
             port = free_port()
@@ -312,16 +334,18 @@ def main() -> None:
             ready = f"http://127.0.0.1:{port}/v2/health/ready"
             command += ["--port", str(port), *flags]
             processes.append(start(command, ready, log, env | {"SIMREC_SERVE_TOKEN": token}))
-            urls[name] = f"http://127.0.0.1:{port}"
+            urls[name], pids[name] = f"http://127.0.0.1:{port}", processes[-1].pid
         url = urls["onnx"]
         for name in servers:
             results[(f"simrec serve /similar, {name}", 1)] = load(
-                f"{urls[name]}/similar", headers, similar, 1, args.seconds
+                f"{urls[name]}/similar", headers, similar, 1, args.seconds, server_pid=pids[name]
             )
         rounds: dict[str, list[dict]] = {name: [] for name in servers}
         for number in range(args.rounds):
             for name in servers:
-                rounds[name].append(load(f"{urls[name]}/similar", headers, similar, 8, args.seconds))
+                rounds[name].append(
+                    load(f"{urls[name]}/similar", headers, similar, 8, args.seconds, server_pid=pids[name])
+                )
                 results[(f"  round {number + 1}, {name}", 8)] = rounds[name][-1]
         for name in servers:
             median = {key: float(np.median([r[key] for r in rounds[name]])) for key in rounds[name][0]}
@@ -337,7 +361,7 @@ def main() -> None:
         ]
         for name in servers:
             results[(f"simrec serve v2 infer, {name}", 8)] = load(
-                f"{urls[name]}/v2/models/simrec/infer", headers, infer, 8, args.seconds
+                f"{urls[name]}/v2/models/simrec/infer", headers, infer, 8, args.seconds, server_pid=pids[name]
             )
         if args.overload:
             for clients, patient in ((64, True), (256, True), (64, False), (256, False)):
@@ -367,11 +391,13 @@ def main() -> None:
         ("p50 ms", 9),
         ("p99 ms", 9),
     )
-    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
+    extra = f"{'client CPU':>12}{'server CPU ms/req':>19}{'of it loop':>12}"
+    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + extra)
     for (name, clients), r in results.items():
         print(
             f"{name:<66}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['shed_pct']:>7.1f}{r['rps']:>9.1f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
+            f"{r.get('server_cpu_ms', np.nan):>19.2f}{r.get('loop_cpu_ms', np.nan):>12.2f}"
         )
     print(f"\n/metrics after the runs above (ONNX server): {args.workdir / 'metrics.txt'}")
     print("start to /v2/health/ready: " + ", ".join(f"{n} {s:.2f} s" for n, s in STARTS.items()))
