@@ -3,7 +3,9 @@ one): the embedding model on ONNX Runtime under several session options against 
 (TensorFlow, one intra-op thread, as the server ran it), and the rest of a /similar request (JSON, base64,
 PNG decode, HNSW search) beside it, to see what dominates once the model is fast.
 
-Every variant is timed in interleaved rounds (the machine's speed drifts), median per call over all rounds.
+Every variant is timed in interleaved rounds (the machine's speed drifts), median per call over all rounds,
+in wall time and in this process's CPU time (all threads: TensorFlow runs ops on its pool threads), which
+other load on the machine inflates far less.
 Run in the steps environment (it has TensorFlow for the Keras baseline and onnxruntime):
     .envs/steps/bin/python benchmarks/onnx_runtime.py [--package .simrec/bench/serve/package] [--rounds 5]
 """
@@ -28,7 +30,8 @@ def _ort_session(path: Path, intra: int, spinning: bool, arena: bool, level: str
     from simrec.onnx_embedding import session_options
 
     options = session_options(intra)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    if spinning:  # session_options switches it off
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
     options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -88,21 +91,24 @@ def main() -> None:
         }
 
     times: dict[tuple[str, int], list[float]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
     for _ in range(args.rounds):
         for name, run in variants.items():
             for batch in (1, 8):
                 x = pixels[:batch, ..., None].astype(np.float32)
                 run(x)  # warm
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 for _ in range(args.calls):
                     run(x)
                 times.setdefault((name, batch), []).append((time.perf_counter() - started) / args.calls)
+                cpu.setdefault((name, batch), []).append((time.process_time() - cpu_started) / args.calls)
         for name, part in request_parts().items():
             part()
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             for _ in range(args.calls):
                 part()
             times.setdefault((name, 1), []).append((time.perf_counter() - started) / args.calls)
+            cpu.setdefault((name, 1), []).append((time.process_time() - cpu_started) / args.calls)
 
     reference = variants["keras (traced tf.function, 1 intra-op thread)"](
         pixels[:8, ..., None].astype(np.float32)
@@ -114,9 +120,10 @@ def main() -> None:
         f"package {args.package} ({manifest['embedding_dim']}-d), {args.rounds} rounds x {args.calls} calls"
     )
     print(f"max |onnx - keras| over 8 images: {np.abs(reference - served).max():.2e}")
-    print(f"{'what':<58}{'batch':>6}{'ms per call (median)':>22}")
+    print(f"{'what':<58}{'batch':>6}{'wall ms per call':>18}{'CPU ms per call':>17}")
     for (name, batch), values in times.items():
-        print(f"{name:<58}{batch:>6}{1000 * float(np.median(values)):>22.3f}")
+        wall, used = 1000 * float(np.median(values)), 1000 * float(np.median(cpu[(name, batch)]))
+        print(f"{name:<58}{batch:>6}{wall:>18.3f}{used:>17.3f}")
 
 
 if __name__ == "__main__":
