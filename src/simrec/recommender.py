@@ -2,7 +2,8 @@
 
 A folder of plain files (no pickles):
     embedding.keras    the embedding model (built-in Keras layers only): the model the index vectors
-                       were made with, kept for lineage, refresh's Spark embedding and re-exports
+                       were made with, kept for lineage, evaluate's champion comparison (its Spark
+                       job embeds with it) and re-exports
     embedding.onnx     the same model as ONNX (simrec.onnx_export): what serving runs, on ONNX Runtime
     index.faiss        faiss index over every catalogue item's embedding; index row i = items row i
     items.parquet      item_id, label, label_name (both null for an unlabelled item), image (PNG bytes),
