@@ -4,8 +4,8 @@ Each recipe is trained by the training loop the train step and tune run (simrec.
 single process, in-memory input, 10% of the train split held out for validation by a stable hash of
 item_id), twice: on all classes, and without the unseen classes (default 2,4,6). The saved model is
 wrapped with the recipe's inference options (simrec.train.model.inference_model, what the train step
-saves), loaded by EmbeddingModel (what evaluate's Spark workers and the server load) and measured by
-evaluate's own `measure` (test items as queries against the train gallery, cosine, exact search): on all
+saves), loaded by EmbeddingModel (what evaluate's Spark workers load; serving: its ONNX export) and measured
+by evaluate's own `measure` (test items as queries against the train gallery, cosine, exact search): on all
 classes for the model trained on all, on the unseen classes alone for the model trained without them.
 Recipes that differ only in inference options (flip averaging, pixel fusion) share one training.
 

@@ -1,12 +1,19 @@
-"""Benchmark: `simrec serve` against stock `mlflow models serve` of a naive reference pyfunc, top-5 on the
-real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run; at 8 clients simrec
-serve with its Prometheus metrics on and off (--no-metrics), two servers side by side, loads alternated
-over --rounds; with --overload, also 64 and 256 clients against the metrics-on server (load shedding:
-503 share, p99 of the accepted requests), each followed at once by one client, to see it recover.
+"""Benchmark: `simrec serve` on ONNX Runtime (the serve image) and on TensorFlow (`--runtime keras`, the
+same package's embedding.keras), side by side, and stock `mlflow models serve` of a naive reference
+pyfunc, top-5 on the real 70k-item Fashion-MNIST catalogue, at 1 and 8 concurrent clients, in one run;
+at 8 clients the ONNX and TensorFlow servers run side by side, loads alternated over --rounds (with
+--metrics-off, also an ONNX server without its Prometheus metrics); with --overload, also 64 and 256
+clients against the ONNX server (load shedding: 503 share, p99 of the accepted requests), each followed
+at once by one client, to see it recover. Each server's start (process start to /v2/health/ready,
+package loaded and warmed up) is printed too.
 
-Run in the steps environment (it has full MLflow for the reference; simrec serve runs in .envs/serve):
+Run in the steps environment (it has full MLflow for the reference, and TensorFlow to build the package);
+the ONNX server runs in .envs/serve, the TensorFlow one in --tensorflow-python's environment, which needs
+TensorFlow and the serve lock's HTTP stack (uvicorn with uvloop and httptools, prometheus-client) for a
+fair comparison: the serve environment as it was before TensorFlow left it, or the steps environment
+(which lacks uvloop/httptools: slower HTTP, say so when you quote it).
     .envs/steps/bin/python benchmarks/serve.py [--seconds 15] [--workdir .simrec/bench/serve] [--overload]
-        [--no-reference]
+        [--no-reference] [--tensorflow-python PATH] [--metrics-off]
 
 No trained model is needed: the package is built from an *untrained* model with the train component's
 default architecture and inference options (strong, 128-d, flip averaging: two forward passes per image;
@@ -40,7 +47,7 @@ import numpy as np
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-ENVS = ROOT / ".envs"
+ENVS = Path(os.environ.get("SIMREC_ENVS_DIR") or ROOT / ".envs")
 SOURCE = "/usr/share/datasets/fashion-mnist"
 K = 5
 QUERIES = 200
@@ -83,8 +90,19 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
     np.save(workdir / "model" / "item_ids.npy", items["item_id"].to_numpy().astype(str))
     partial = workdir / "package.partial"  # renamed when complete: a failed build is never reused
     shutil.rmtree(partial, ignore_errors=True)
-    write_package(partial, model_file, items, vectors, smoke_items=["test-000000", "train-000000"])
+    test_rows = np.flatnonzero(items["item_id"].str.startswith("test-").to_numpy())
+    # agreement_rows: the ONNX model against Keras on the 10,000 test images, as evaluate measures it
+    write_package(
+        partial,
+        model_file,
+        items,
+        vectors,
+        smoke_items=["test-000000", "train-000000"],
+        agreement_rows=test_rows,
+    )
     partial.rename(package)
+    agreement = json.loads((package / "recommender.json").read_text())["onnx"]["agreement"]
+    print(f"ONNX vs Keras over {agreement['images']} test images: {agreement}")
     print(f"built the {len(items)}-item package in {time.perf_counter() - started:.0f} s")
     return package, _queries(package)
 
@@ -152,7 +170,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+STARTS: dict[str, float] = {}  # log file name -> seconds from process start to ready
+
+
 def start(command: list[str], url: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
+    started = time.perf_counter()
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -163,12 +185,28 @@ def start(command: list[str], url: str, log: Path, env: dict[str, str]) -> subpr
             sys.exit(f"{command[0]} exited:\n{log.read_text()[-3000:]}")
         try:
             if requests.get(url, timeout=2).status_code == 200:
+                STARTS[log.name] = time.perf_counter() - started
                 return process
         except requests.RequestException:
             pass
-        time.sleep(0.5)
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGTERM)
     sys.exit(f"not ready in 300 s: {command}")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(all threads, main thread) CPU seconds of a process: the server's work per request, which the
+    machine's other load does not inflate as it does wall time. The main thread is uvicorn's event loop
+    (HTTP, JSON, validation, PNG decoding); the model threads and ORT's or TensorFlow's pools are the rest."""
+
+    def ticks(stat: Path) -> int:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+
+    tasks = Path(f"/proc/{pid}/task")
+    per_second = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks(task / "stat") for task in tasks.iterdir() if (task / "stat").exists())
+    return total / per_second, ticks(tasks / str(pid) / "stat") / per_second
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -184,12 +222,13 @@ def load(
     seconds: float,
     warm_up_s: float = 2.0,
     patient: bool = True,
+    server_pid: int | None = None,
 ) -> dict:
     """`clients` concurrent connections, each sending its next request when the previous answer arrived
     (after a 503, when its Retry-After has passed, unless not `patient`), measured after `warm_up_s`.
     One asyncio client (aiohttp): it needs a few % of a core, where 8 `requests` threads needed ~40% of
     one of the two cores the server runs on, and their GIL contention added to the measured latency."""
-    return asyncio.run(_load(url, headers, bodies, clients, seconds, warm_up_s, patient))
+    return asyncio.run(_load(url, headers, bodies, clients, seconds, warm_up_s, patient, server_pid))
 
 
 async def _load(
@@ -200,6 +239,7 @@ async def _load(
     seconds: float,
     warm_up_s: float,
     patient: bool,
+    server_pid: int | None,
 ) -> dict:
     import aiohttp
 
@@ -229,10 +269,12 @@ async def _load(
         await asyncio.gather(*(client(session, n, stop_at, warm_up) for n in range(clients)))
         record = fresh()
         cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+        server_before = cpu_seconds(server_pid) if server_pid else (0.0, 0.0)
         started = time.perf_counter()
         await asyncio.gather(*(client(session, n, started + seconds, record) for n in range(clients)))
         wall = time.perf_counter() - started
         cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+        server_after = cpu_seconds(server_pid) if server_pid else (0.0, 0.0)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     ok_ms = np.array(record["latencies"]) * 1000
     sent = len(ok_ms) + record["shed"] + record["errors"]
@@ -244,6 +286,9 @@ async def _load(
         "p50_ms": float(np.percentile(ok_ms, 50)),
         "p99_ms": float(np.percentile(ok_ms, 99)),
         "client_cpu_pct": 100 * cpu / wall,
+        # server CPU per answered request, and the event loop's share of it (nan: not measured)
+        "server_cpu_ms": 1000 * (server_after[0] - server_before[0]) / len(ok_ms) if server_pid else np.nan,
+        "loop_cpu_ms": 1000 * (server_after[1] - server_before[1]) / len(ok_ms) if server_pid else np.nan,
     }
 
 
@@ -253,7 +298,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".simrec" / "bench" / "serve")
     parser.add_argument("--overload", action="store_true", help="also 64 and 256 clients (load shedding)")
     parser.add_argument("--no-reference", action="store_true", help="skip mlflow models serve")
-    parser.add_argument("--rounds", type=int, default=3, help="alternated 8-client rounds, metrics on/off")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated 8-client rounds, server by server")
+    parser.add_argument(
+        "--tensorflow-python",
+        type=Path,
+        default=ENVS / "steps/bin/python",
+        help="the Python that runs simrec serve --runtime keras (default: the steps environment's)",
+    )
+    parser.add_argument("--metrics-off", action="store_true", help="also an ONNX server with --no-metrics")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"PYTHONPATH": str(ROOT / "src"), "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -265,25 +317,35 @@ def main() -> None:
     similar = [json.dumps({"image": image, "k": K}).encode() for image in images]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     results = {}
-    # Metrics on and off side by side, loads alternated round by round: the machine's speed drifts by
+    # The servers side by side, 8-client loads alternated round by round: the machine's speed drifts by
     # tens of % within minutes, so one server after the other would compare the drift, not the servers.
-    servers = {"metrics on": [], "metrics off": ["--no-metrics"]}
-    urls, processes = {}, []
+    servers = {
+        "onnx": (ENVS / "serve/bin/python", []),
+        "tensorflow": (args.tensorflow_python, ["--runtime", "keras"]),
+    }
+    if args.metrics_off:
+        servers["onnx, metrics off"] = (ENVS / "serve/bin/python", ["--no-metrics"])
+    urls, pids, processes = {}, {}, []
     try:
-        for name, flags in servers.items():
+        for name, (python, flags) in servers.items():
             port = free_port()
-            command = [str(ENVS / "serve/bin/python"), "-m", "simrec", "serve", "--package", str(package)]
-            log = args.workdir / f"simrec-serve-{name.replace(' ', '-')}.log"
+            command = [str(python), "-m", "simrec", "serve", "--package", str(package)]
+            log = args.workdir / f"simrec-serve-{name.replace(', ', '-').replace(' ', '-')}.log"
             ready = f"http://127.0.0.1:{port}/v2/health/ready"
             command += ["--port", str(port), *flags]
             processes.append(start(command, ready, log, env | {"SIMREC_SERVE_TOKEN": token}))
-            urls[name] = f"http://127.0.0.1:{port}"
-        url = urls["metrics on"]
-        results[("simrec serve /similar", 1)] = load(f"{url}/similar", headers, similar, 1, args.seconds)
+            urls[name], pids[name] = f"http://127.0.0.1:{port}", processes[-1].pid
+        url = urls["onnx"]
+        for name in servers:
+            results[(f"simrec serve /similar, {name}", 1)] = load(
+                f"{urls[name]}/similar", headers, similar, 1, args.seconds, server_pid=pids[name]
+            )
         rounds: dict[str, list[dict]] = {name: [] for name in servers}
         for number in range(args.rounds):
             for name in servers:
-                rounds[name].append(load(f"{urls[name]}/similar", headers, similar, 8, args.seconds))
+                rounds[name].append(
+                    load(f"{urls[name]}/similar", headers, similar, 8, args.seconds, server_pid=pids[name])
+                )
                 results[(f"  round {number + 1}, {name}", 8)] = rounds[name][-1]
         for name in servers:
             median = {key: float(np.median([r[key] for r in rounds[name]])) for key in rounds[name][0]}
@@ -297,9 +359,10 @@ def main() -> None:
             ).encode()
             for image in images
         ]
-        results[("simrec serve v2 infer", 8)] = load(
-            f"{url}/v2/models/simrec/infer", headers, infer, 8, args.seconds
-        )
+        for name in servers:
+            results[(f"simrec serve v2 infer, {name}", 8)] = load(
+                f"{urls[name]}/v2/models/simrec/infer", headers, infer, 8, args.seconds, server_pid=pids[name]
+            )
         if args.overload:
             for clients, patient in ((64, True), (256, True), (64, False), (256, False)):
                 kind = "overload, Retry-After" if patient else "overload, impatient"
@@ -328,15 +391,20 @@ def main() -> None:
         ("p50 ms", 9),
         ("p99 ms", 9),
     )
-    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + f"{'client CPU':>12}")
+    extra = f"{'client CPU':>12}{'server CPU ms/req':>19}{'of it loop':>12}"
+    print(f"{'server':<66}" + "".join(f"{name:>{width}}" for name, width in columns) + extra)
     for (name, clients), r in results.items():
         print(
             f"{name:<66}{clients:>8}{r['requests']:>10}{r['errors']:>8}{r['shed_pct']:>7.1f}{r['rps']:>9.1f}"
             f"{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}{r['client_cpu_pct']:>11.0f}%"
+            f"{r.get('server_cpu_ms', np.nan):>19.2f}{r.get('loop_cpu_ms', np.nan):>12.2f}"
         )
-    print(f"\n/metrics after the runs above (metrics on): {args.workdir / 'metrics.txt'}")
+    print(f"\n/metrics after the runs above (ONNX server): {args.workdir / 'metrics.txt'}")
+    print("start to /v2/health/ready: " + ", ".join(f"{n} {s:.2f} s" for n, s in STARTS.items()))
+    ours = results[("simrec serve /similar, onnx (median of rounds)", 8)]["rps"]
+    tensorflow = results[("simrec serve /similar, tensorflow (median of rounds)", 8)]["rps"]
+    print(f"throughput at 8 clients: ONNX Runtime {ours / tensorflow:.1f}x TensorFlow")
     if reference is not None:
-        ours = results[("simrec serve /similar, metrics on (median of rounds)", 8)]["rps"]
         theirs = results[("mlflow models serve (reference)", 8)]["rps"]
         print(f"throughput at 8 clients: {ours / theirs:.1f}x the reference")
 

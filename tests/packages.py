@@ -1,11 +1,17 @@
 """Small recommender packages for tests: an untrained (but deterministic) embedding model over generated
-catalogue items. Needs TensorFlow and faiss (steps and serve environments)."""
+catalogue items. Building one needs TensorFlow (the Keras model, its ONNX export): the steps environment.
+The serve environment has no TensorFlow, so its tests build theirs with build_in_steps_env, which runs
+this same build_package in the steps environment: one way to make a package, the pipeline's (evaluate
+runs in the steps image too), rather than checked-in binary packages that would drift from the code.
+
+    python tests/packages.py FOLDER:COUNT:SEED ...   (steps environment)"""
 
 from __future__ import annotations
 
 import os
 import random
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +61,25 @@ def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
     return write_package(folder, model_file, items, vectors)
 
 
+def build_in_steps_env(*packages: tuple[Path, int, int]) -> list[Path]:
+    """build_package(folder, count, seed) for each, run by the steps environment's Python (from the serve
+    environment's tests), all in one process: TensorFlow's start is most of a small package's time."""
+    from simrec import paths
+
+    program = paths.envs_dir() / "steps" / "bin" / "python"
+    here = Path(__file__).resolve().parent
+    python_path = os.pathsep.join([str(paths.CHECKOUT / "src"), str(here)])
+    done = subprocess.run(
+        [str(program), str(Path(__file__).resolve()), *(f"{f}:{c}:{s}" for f, c, s in packages)],
+        capture_output=True,
+        text=True,
+        env=os.environ | {"PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"building packages in the steps environment failed:\n{done.stderr[-3000:]}")
+    return [folder for folder, _, _ in packages]
+
+
 def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
     """The validate step as the pipeline runs it: `simrec validate` in the serve environment."""
     from simrec import paths
@@ -65,3 +90,9 @@ def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         command, capture_output=True, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}
     )
+
+
+if __name__ == "__main__":
+    for spec in sys.argv[1:]:
+        folder, count, seed = spec.rsplit(":", 2)
+        build_package(Path(folder), int(count), int(seed))

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "tune": ("simrec.steps.tune:main", "step: Hyperopt TPE over SparkTrials, trials as nested MLflow runs"),
     "train": ("simrec.steps.train:main", "step: metric-learning model with Horovod, input via Petastorm"),
     "evaluate": ("simrec.steps.evaluate:main", "step: retrieval metrics, ANN index, package, blessing gate"),
+    "export-onnx": ("simrec.onnx_export:main", "add embedding.onnx to a recommender package (re-export)"),
     "validate": ("simrec.steps.validate:main", "step: the package as an MLflow pyfunc, loaded and queried"),
     "register": ("simrec.steps.register:main", "step: the validated model as a new registered version"),
     "lineage": ("simrec.model_lineage:main", "print a registered version's chain back to data and code"),

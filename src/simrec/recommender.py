@@ -1,12 +1,21 @@
 """The recommender package: what evaluate builds, register versions in MLflow, and serving loads.
 
 A folder of plain files (no pickles):
-    embedding.keras    the embedding model (built-in Keras layers only)
+    embedding.keras    the embedding model (built-in Keras layers only): the model the index vectors
+                       were made with, kept for lineage, evaluate's champion comparison (its Spark
+                       job embeds with it) and re-exports
+    embedding.onnx     the same model as ONNX (simrec.onnx_export): what serving runs, on ONNX Runtime
     index.faiss        faiss index over every catalogue item's embedding; index row i = items row i
     items.parquet      item_id, label, label_name (both null for an unlabelled item), image (PNG bytes),
                        in index row order
-    recommender.json   format, model_id, embedding_dim, item count, index settings and version, and
-                       smoke queries with the answers this package gave when it was built
+    recommender.json   format, model_id, embedding_dim, item count, index settings and version, the
+                       ONNX file's sha256, opset and measured agreement with Keras, and smoke queries
+                       with the answers this package gave when it was built (on ONNX Runtime)
+
+Format 2 added embedding.onnx. A format 1 package (Keras only) is refused with a message naming
+`simrec export-onnx`, which adds the ONNX model to it in the steps image: the serve image has no
+TensorFlow to run the Keras file, and a package whose served model was never checked against Keras
+should not serve.
 """
 
 from __future__ import annotations
@@ -22,17 +31,19 @@ import numpy as np
 import pandas as pd
 
 from simrec.codec import decode_png
-from simrec.embedding import EmbeddingModel, file_sha256
+from simrec.embedding import file_sha256
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
 
-FORMAT = 1
+FORMAT = 2
 MODEL_FILE = "embedding.keras"
+ONNX_FILE = "embedding.onnx"
 INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "recommender.json"
-PACKAGE_FILES = (MODEL_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE)
+PACKAGE_FILES = (MODEL_FILE, ONNX_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE)
+RUNTIMES = ("onnx", "keras")
 ITEM_COLUMNS = ["item_id", "label", "label_name", "image"]
 SMOKE_K = 5
 
@@ -67,18 +78,15 @@ def _described(items: pd.DataFrame) -> list[tuple[str, int | None, str | None]]:
 class Recommender:
     """Top-k visually similar catalogue items for an image or for a catalogue item."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, runtime: str = "onnx", threads: int = 1) -> None:
+        """runtime: "onnx" (ONNX Runtime, `threads` intra-op threads; every image serves this way) or
+        "keras" (TensorFlow: the steps image, and the benchmark's comparison)."""
         folder = Path(folder)
-        missing = [name for name in PACKAGE_FILES if not (folder / name).is_file()]
-        if missing:
-            raise PackageError(f"{folder}: not a recommender package (missing {', '.join(missing)})")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.folder = folder
-        self.manifest: dict[str, Any] = json.loads((folder / MANIFEST_FILE).read_text())
-        if self.manifest.get("format") != FORMAT:
-            raise PackageError(f"{folder}: package format {self.manifest.get('format')}, expected {FORMAT}")
-        self.model = EmbeddingModel(folder / MODEL_FILE)
-        if self.model.model_id != self.manifest["model_id"]:
-            raise PackageError(f"{folder}: {MODEL_FILE} is not the model this package was built with")
+        self.manifest = read_manifest(folder)
+        self.model = _embedding_model(folder, self.manifest, runtime, threads)
         self.items = pd.read_parquet(folder / ITEMS_FILE, columns=ITEM_COLUMNS)
         self.index = load_index(folder / INDEX_FILE, self.manifest["index"].get("ef_search"))
         if self.index.ntotal != len(self.items) or self.index.d != self.model.dim:
@@ -174,6 +182,71 @@ class Recommender:
         return problems
 
 
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of a complete package of this format (PackageError with what to do otherwise)."""
+    if not (folder / MANIFEST_FILE).is_file():
+        raise PackageError(f"{folder}: not a recommender package (missing {MANIFEST_FILE})")
+    manifest: dict[str, Any] = json.loads((folder / MANIFEST_FILE).read_text())
+    if manifest.get("format") == 1:
+        raise PackageError(
+            f"{folder}: package format 1 has no {ONNX_FILE}; re-export it with "
+            f"`simrec export-onnx --package {folder}` (steps image)"
+        )
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{folder}: package format {manifest.get('format')}, expected {FORMAT}")
+    missing = [name for name in PACKAGE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise PackageError(f"{folder}: not a recommender package (missing {', '.join(missing)})")
+    return manifest
+
+
+def _embedding_model(folder: Path, manifest: dict[str, Any], runtime: str, threads: int) -> Any:
+    if runtime == "keras":
+        from simrec.embedding import EmbeddingModel
+
+        model = EmbeddingModel(folder / MODEL_FILE)
+        if model.model_id != manifest["model_id"]:
+            raise PackageError(f"{folder}: {MODEL_FILE} is not the model this package was built with")
+        return model
+    from simrec.onnx_embedding import OnnxEmbeddingModel
+    from simrec.onnx_export import disagreement
+
+    onnx = manifest.get("onnx") or {}
+    # Checked before loading: a corrupt or swapped file is refused by name, not by ORT's parser error.
+    # The Keras file is not run here, but it is the model the package names (lineage, re-export).
+    if file_sha256(folder / MODEL_FILE) != manifest["model_id"]:
+        raise PackageError(f"{folder}: {MODEL_FILE} is not the model this package was built with")
+    if file_sha256(folder / ONNX_FILE) != onnx.get("sha256"):
+        raise PackageError(f"{folder}: {ONNX_FILE} is not the model this package was built with")
+    if reason := disagreement(onnx.get("agreement")):
+        raise PackageError(f"{folder}: {reason}")
+    return OnnxEmbeddingModel(folder / ONNX_FILE, manifest["model_id"], threads)
+
+
+def add_onnx(
+    folder: Path, vectors: np.ndarray, pixels: np.ndarray, index: Any, manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """Exports the folder's Keras model to its embedding.onnx (steps image) and returns the manifest
+    entry: file hash, opset, converter and runtime versions, and the agreement of the ONNX model's
+    vectors for `pixels` with `vectors`, Keras's for the same images. PackageError when they disagree
+    beyond the tolerance: such a package is never built."""
+    import onnxruntime
+
+    from simrec.onnx_embedding import OnnxEmbeddingModel
+    from simrec.onnx_export import agreement, disagreement, export_onnx
+
+    exported = export_onnx(folder / MODEL_FILE, folder / ONNX_FILE)
+    onnx_vectors = OnnxEmbeddingModel(folder / ONNX_FILE, manifest["model_id"]).embed_pixels(pixels)
+    record = agreement(vectors, onnx_vectors, index, SMOKE_K)
+    if reason := disagreement(record):
+        raise PackageError(f"{folder}: the exported {ONNX_FILE} is refused: {reason}")
+    return (
+        {"sha256": file_sha256(folder / ONNX_FILE), "onnxruntime": onnxruntime.__version__}
+        | exported
+        | {"agreement": record}
+    )
+
+
 def write_package(
     folder: Path,
     model_file: Path,
@@ -183,15 +256,18 @@ def write_package(
     smoke_items: list[str] | None = None,
     extra: dict[str, Any] | None = None,
     index: Any = None,
+    agreement_rows: np.ndarray | None = None,
 ) -> Path:
-    """Builds the package in `folder`: the model file, the index over `vectors` (row i = items row i;
-    `index` when the caller already built it with `spec`), the items table and the manifest, with smoke
-    queries answered by the finished package."""
+    """Builds the package in `folder`: the model file and its ONNX export, the index over `vectors`
+    (row i = items row i; `index` when the caller already built it with `spec`), the items table and the
+    manifest, with the ONNX model's agreement with `vectors` over the items at `agreement_rows` (default
+    all) and smoke queries answered by the finished package (on ONNX Runtime, as it will serve)."""
     if len(items) != len(vectors):
         raise ValueError(f"{len(items)} items but {len(vectors)} vectors")
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file, folder / MODEL_FILE)
-    save_index(build_index(vectors, spec) if index is None else index, folder / INDEX_FILE)
+    index = build_index(vectors, spec) if index is None else index
+    save_index(index, folder / INDEX_FILE)
     items[ITEM_COLUMNS].reset_index(drop=True).to_parquet(folder / ITEMS_FILE, index=False)
     manifest = {
         "format": FORMAT,
@@ -201,6 +277,9 @@ def write_package(
         "index": asdict(spec) | {"version": 1},
         "smoke_queries": [],
     } | (extra or {})
+    rows = np.arange(len(items)) if agreement_rows is None else np.asarray(agreement_rows)
+    pixels = np.array([decode_png(png) for png in items["image"].iloc[rows]], np.uint8).reshape(-1, 28, 28)
+    manifest["onnx"] = add_onnx(folder, vectors[rows], pixels, index, manifest)
     write_json_atomic(folder / MANIFEST_FILE, manifest)
     recommender = Recommender(folder)
     manifest["smoke_queries"] = [

@@ -21,19 +21,19 @@ ADMIN_TOKEN = "test-admin-token-9876543210"
 @pytest.fixture(scope="session")
 def packages(tmp_path_factory) -> dict[str, Path]:
     """Version 1 and 2 (different models and items), and two broken copies of version 1: one whose smoke
-    answers were recorded differently, one whose model file is corrupt."""
-    from packages import build_package
+    answers were recorded differently, one whose model file is corrupt. Built by the steps environment
+    (tests/packages.py: this one has no TensorFlow)."""
+    from packages import build_in_steps_env
 
     root = tmp_path_factory.mktemp("packages")
-    v1 = build_package(root / "v1", count=300, seed=0)
-    v2 = build_package(root / "v2", count=200, seed=1)
+    v1, v2 = build_in_steps_env((root / "v1", 300, 0), (root / "v2", 200, 1))
     smoke = shutil.copytree(v1, root / "bad-smoke")
     manifest = json.loads((smoke / "recommender.json").read_text())
     expected = manifest["smoke_queries"][0]["expected"]["by_item"]
     expected[0], expected[1] = expected[1], expected[0]
     (smoke / "recommender.json").write_text(json.dumps(manifest))
     corrupt = shutil.copytree(v1, root / "bad-model")
-    (corrupt / "embedding.keras").write_bytes(b"not a keras file")
+    (corrupt / "embedding.onnx").write_bytes(b"not an onnx file")
     return {"v1": v1, "v2": v2, "bad-smoke": smoke, "bad-model": corrupt}
 
 

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from packages import build_package, run_validate
+from packages import run_validate
 
 from simrec import paths
 from simrec.errors import InputError
 from simrec.files import folder_sha256
-from simrec.recommender import INDEX_FILE, MANIFEST_FILE, MODEL_FILE, Recommender
+from simrec.recommender import INDEX_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_FILE, Recommender
 from simrec.recommender_pyfunc import OUTPUT_COLUMNS, image_query, item_query
 from simrec.steps.validate import ValidationFailed, lock_pins, validate
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return build_package(tmp_path_factory.mktemp("validate") / "package", count=60)
+def package(packages) -> Path:
+    return packages["v1"]  # only read here; the tests that break a package break a copy
 
 
 @pytest.fixture(scope="module")
@@ -93,18 +93,70 @@ def _replace_model(package: Path) -> None:
     (package / MODEL_FILE).write_bytes(bytes(data))
 
 
+def _corrupt_onnx(package: Path) -> None:
+    data = bytearray((package / ONNX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (package / ONNX_FILE).write_bytes(bytes(data))
+
+
+def _edit_manifest(package: Path, change) -> None:
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    change(manifest)
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def _disagreeing_onnx(package: Path) -> None:
+    """As if evaluate had measured the exported model off by more than the tolerance."""
+    _edit_manifest(package, lambda manifest: manifest["onnx"]["agreement"].update(max_abs_diff=2e-4))
+
+
+def _format_1(package: Path) -> None:
+    """A package from before the ONNX export: Keras only."""
+    (package / ONNX_FILE).unlink()
+    _edit_manifest(package, lambda manifest: manifest.update(format=1) or manifest.pop("onnx"))
+
+
 @pytest.mark.parametrize(
-    ("damage", "failed_check"),
-    [(_corrupt_index, "load pyfunc"), (_replace_model, "load pyfunc")],
-    ids=["truncated index", "changed embedding model"],
+    ("damage", "failed_check", "reason"),
+    [
+        (_corrupt_index, "load pyfunc", ""),
+        (_replace_model, "load pyfunc", "embedding.keras is not the model this package was built with"),
+        (_corrupt_onnx, "load pyfunc", "embedding.onnx is not the model this package was built with"),
+        (_disagreeing_onnx, "load pyfunc", r"differ by up to 0.0002 \(tolerance 0.0001\)"),
+        (_format_1, None, "package format 1 has no embedding.onnx; re-export it with `simrec export-onnx"),
+    ],
+    ids=[
+        "truncated index",
+        "changed embedding model",
+        "corrupt ONNX model",
+        "disagreeing ONNX model",
+        "format 1",
+    ],
 )
 def test_a_broken_package_fails_validation_and_leaves_no_model(
-    package, tmp_path, damage, failed_check
+    package, tmp_path, damage, failed_check, reason
 ) -> None:
     broken = _broken_copy(package, tmp_path)
     damage(broken)
-    with pytest.raises(ValidationFailed, match=f"check '{failed_check}' failed"):
+    # Refused before any check (InputError) when the folder is not a package of this format at all.
+    refused = (
+        (ValidationFailed, f"check '{failed_check}' failed: .*{reason}")
+        if failed_check
+        else (InputError, reason)
+    )
+    with pytest.raises(refused[0], match=refused[1]):
         validate(broken, tmp_path / "model", paths.serve_lock())
+    assert not (tmp_path / "model").exists()
+
+
+def test_an_onnx_model_of_another_package_fails_on_the_smoke_queries(packages, tmp_path) -> None:
+    """Recorded under its own hash, so it loads: only its answers can tell it is the wrong model."""
+    mismatched = _broken_copy(packages["v1"], tmp_path)
+    other = json.loads((packages["v2"] / MANIFEST_FILE).read_text())["onnx"]
+    shutil.copyfile(packages["v2"] / ONNX_FILE, mismatched / ONNX_FILE)
+    _edit_manifest(mismatched, lambda manifest: manifest["onnx"].update(sha256=other["sha256"]))
+    with pytest.raises(ValidationFailed, match=r"check 'smoke queries' failed: .* smoke answer"):
+        validate(mismatched, tmp_path / "model", paths.serve_lock())
     assert not (tmp_path / "model").exists()
 
 

@@ -35,7 +35,7 @@ def images() -> np.ndarray:
 def test_saved_inference_model_is_the_formula(embedder, images, flip, weight, tmp_path) -> None:
     path = tmp_path / "embedding.keras"
     inference_model(embedder, flip, weight).save(path)
-    got = EmbeddingModel(path).embed_pixels(images)  # what evaluate's workers and the server run
+    got = EmbeddingModel(path).embed_pixels(images)  # what evaluate's workers run (serving: its ONNX export)
 
     x = images[..., None].astype(np.float32)
     embedding = embedder(x).numpy()

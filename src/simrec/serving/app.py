@@ -44,7 +44,7 @@ from simrec.serving.observe import Observe
 from simrec.serving.state import Refused, Served, ServingState
 
 log = logging.getLogger(__name__)
-PLATFORM = "simrec-tensorflow-faiss"
+PLATFORMS = {"onnx": "simrec-onnxruntime-faiss", "keras": "simrec-tensorflow-faiss"}  # by runtime
 # Document the schemes in OpenAPI; the Guard middleware enforces them.
 bearer = Security(
     HTTPBearer(auto_error=False, scheme_name="query token", description="SIMREC_SERVE_TOKEN of the server")
@@ -194,7 +194,7 @@ def create_app(state: ServingState, settings: Settings) -> FastAPI:
         return s.ModelMetadataResponse(
             name=model_name,
             versions=[served.version],
-            platform=PLATFORM,
+            platform=PLATFORMS[state.runtime],
             inputs=[
                 tensor(name="image", datatype="BYTES", shape=[-1]),
                 tensor(name="item_id", datatype="BYTES", shape=[-1]),

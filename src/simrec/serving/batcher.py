@@ -1,8 +1,8 @@
 """Dynamic batching of image queries onto model threads. The event loop parses requests and writes
 answers; each model thread embeds and searches one batch at a time, and the image queries that arrive
-while every model thread is busy form the next batch. TensorFlow and faiss release the GIL while they
-compute, so batches on different cores and the event loop overlap. One request at a time is a batch of
-one and waits for nothing.
+while every model thread is busy form the next batch. ONNX Runtime (or TensorFlow) and faiss release the
+GIL while they compute, so batches on different cores and the event loop overlap. One request at a time
+is a batch of one and waits for nothing.
 
 Measured on 2 cores, 8 clients, the 70k benchmark package: batching inside the event loop (the first
 design) ~480 req/s; one model thread ~560-640; two model threads ~750-940 (benchmarks/serve.py)."""

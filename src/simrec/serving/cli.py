@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from simrec.errors import InputError
+from simrec.recommender import RUNTIMES
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
@@ -82,14 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=positive_int,
         default=1,
-        help="TensorFlow intra-op and faiss threads per batch (default 1: concurrent batches, not one "
+        help="ONNX Runtime intra-op and faiss threads per batch (default 1: concurrent batches, not one "
         "batch, use the cores)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="onnx",
+        help="the embedding model's runtime: onnx (the package's embedding.onnx on ONNX Runtime; the serve "
+        "image has nothing else) or keras (its embedding.keras on TensorFlow, in an environment that has "
+        "it: benchmarks/serve.py compares the two)",
     )
     parser.add_argument(
         "--model-threads",
         type=positive_int,
         help=f"batches embedded and searched at once (default: ${MODEL_THREADS_VARIABLE}, else the CPU "
-        "count); TensorFlow and faiss run them in parallel, outside Python's GIL",
+        "count); ONNX Runtime and faiss run them in parallel, outside Python's GIL",
     )
     parser.add_argument(
         "--latency-budget-ms",
@@ -123,13 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def limit_threads(threads: int, model_threads: int = 1) -> None:
-    """Before any model loads: TensorFlow's pools are fixed at first use. Each model thread runs one
-    batch's graph at a time, so TensorFlow needs as many inter-op threads to run them side by side."""
-    import tensorflow as tf
+def limit_threads(threads: int, model_threads: int = 1, runtime: str = "onnx") -> None:
+    """Before any model loads. ONNX Runtime takes its threads per session (simrec.onnx_embedding);
+    TensorFlow's pools are fixed at first use, and each model thread runs one batch's graph at a time, so
+    it needs as many inter-op threads to run them side by side."""
+    if runtime == "keras":
+        import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(model_threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(model_threads)
     faiss_threads(threads)
 
 
@@ -159,11 +170,11 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.config.dictConfig(LOG_CONFIG)
 
-    limit_threads(args.threads, model_threads)
+    limit_threads(args.threads, model_threads, args.runtime)
     # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
     # instead of the default 5 ms, so queries answered meanwhile stay fast.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
-    state = ServingState(args.model_name, args.package_root)
+    state = ServingState(args.model_name, args.package_root, args.runtime, args.threads)
     settings = Settings(
         token=token,
         admin_token=admin_token,

@@ -76,7 +76,7 @@ class Endpoint:
     token_secret: str = "simrec-serve"  # Secret with key `token`: the bearer token of the endpoint
     token_key: str = "token"
     service_account: str | None = None  # e.g. one carrying the S3 credentials the storage initializer uses
-    min_replicas: int = 1  # not 0: a cold start loads TensorFlow and the index
+    min_replicas: int = 1  # not 0: a cold start loads the model and the index
     max_replicas: int | None = None
     resources: Resources = Resources()
 

@@ -67,9 +67,14 @@ def _now() -> str:
 
 
 class ServingState:
-    def __init__(self, model_name: str, package_root: Path | None = None) -> None:
-        """package_root: the folder admin deploys may load packages from (None: none)."""
+    def __init__(
+        self, model_name: str, package_root: Path | None = None, runtime: str = "onnx", threads: int = 1
+    ) -> None:
+        """package_root: the folder admin deploys may load packages from (None: none); runtime and
+        threads: how packages run their embedding model (simrec.recommender.Recommender)."""
         self.model_name = model_name
+        self.runtime = runtime
+        self.threads = threads
         self.package_root = package_root.resolve() if package_root else None
         self.current: Served | None = None
         self.previous: Served | None = None
@@ -129,13 +134,13 @@ class ServingState:
         finally:
             self._admin.release()
 
-    @staticmethod
-    def _load(package: str) -> Recommender:
+    def _load(self, package: str) -> Recommender:
         try:
             if not Path(package).is_dir():  # OSError for a name longer than the file system allows
                 raise InputError("not a folder")
-            recommender = Recommender(Path(package))
-            # Warm-up: the first call traces the tf.function; do it before any user request can wait.
+            recommender = Recommender(Path(package), self.runtime, self.threads)
+            # Warm-up: the first call allocates ONNX Runtime's buffers (or traces Keras's tf.function);
+            # do it before any user request can wait.
             recommender.similar_to_pixels(np.zeros((1, 28, 28), np.uint8), 5)
             problems = recommender.check_smoke_queries()
         except Exception as exc:  # InputError for a missing file; a corrupt file's loader raises anything

@@ -32,7 +32,7 @@ from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, search
 from simrec.kfp_output import write_artifact_metadata
 from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
-from simrec.recommender import write_package
+from simrec.recommender import MANIFEST_FILE, write_package
 from simrec.retrieval import per_class_recall, retrieval_metrics, top_k
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
@@ -266,7 +266,6 @@ def evaluate(
             "model_id": champion_id,
             GATE_METRIC: results["champion"]["all"]["metrics"][GATE_METRIC],
         }
-    decision = decide(gate, results["model"]["all"]["metrics"][GATE_METRIC], champion_record)
 
     timer = time.perf_counter()
     index_build = build_index(vectors, index_spec)
@@ -282,6 +281,16 @@ def evaluate(
         smoke_items=smoke,
         extra={"model_name": model_name, "exclude_classes": list(exclude_classes)},
         index=index_build,  # built and measured above: the package serves that same index
+        # The ONNX model that will serve, against Keras's vectors, on the whole test split; a package
+        # whose ONNX model disagrees beyond the tolerance is refused here (PackageError): never built.
+        agreement_rows=np.flatnonzero(items["table"].to_numpy() == "test"),
+    )
+    onnx = json.loads((package_out / MANIFEST_FILE).read_text())["onnx"]
+    decision = decide(gate, results["model"]["all"]["metrics"][GATE_METRIC], champion_record)
+    decision["reasons"].append(
+        f"ONNX model (opset {onnx['opset']}) agrees with Keras: max |difference| "
+        f"{onnx['agreement']['max_abs_diff']:.1e} <= {onnx['agreement']['tolerance']:.0e} over "
+        f"{onnx['agreement']['images']} test images (else no package would have been built)"
     )
     shown = _figures(catalogue, vectors, index_build, results, seed)
 
@@ -292,7 +301,14 @@ def evaluate(
             "embed_seconds": embed_seconds,
             "index_build_seconds": index_seconds,
             "catalogue_items": float(len(items)),
+            "onnx_max_abs_diff": onnx["agreement"]["max_abs_diff"],
+            "onnx_mean_abs_diff": onnx["agreement"]["mean_abs_diff"],
         }
+        | (
+            {"onnx_top5_identical": onnx["agreement"]["top5_identical"]}
+            if "top5_identical" in onnx["agreement"]
+            else {}
+        )
     )
     evaluation = {
         "model_id": model_id,
@@ -307,6 +323,7 @@ def evaluate(
         },
         "embeddings": {"uri": embeddings_uri, "version": embeddings_version},
         "segments": shown["segments"],
+        "onnx": onnx,
         "index": {"kind": index_spec.kind, "m": index_spec.m, "ef_search": index_spec.ef_search},
     }
     page = _report(evaluation, shown["figures"], model_name)

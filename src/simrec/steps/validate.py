@@ -24,7 +24,7 @@ from simrec import paths
 from simrec.errors import InputError
 from simrec.files import folder_sha256, write_json_atomic
 from simrec.progress import report
-from simrec.recommender import ITEMS_FILE, MANIFEST_FILE, PACKAGE_FILES, SMOKE_K
+from simrec.recommender import ITEMS_FILE, MANIFEST_FILE, SMOKE_K, read_manifest
 from simrec.recommender_pyfunc import (
     CODE_FILE,
     OUTPUT_COLUMNS,
@@ -67,12 +67,6 @@ def environment_differences(pins: list[str]) -> list[str]:
     return differences
 
 
-def _package_files_present(package: Path) -> None:
-    missing = [name for name in PACKAGE_FILES if not (package / name).is_file()]
-    if missing:
-        raise InputError(f"{package}: not a recommender package (missing {', '.join(missing)})")
-
-
 def _link_or_copy(source: str, destination: str) -> None:
     try:
         os.link(source, destination)
@@ -104,7 +98,7 @@ def validate(package: Path, model_out: Path, lock: Path) -> dict[str, Any]:
     Raises ValidationFailed (and leaves no model_out) when any check fails."""
     import mlflow
 
-    _package_files_present(package)
+    read_manifest(package)  # a folder that is no package of this format: refused before any check
     started = time.perf_counter()
     checks: list[dict[str, Any]] = []
 
