@@ -35,6 +35,7 @@ from simrec.embedding import file_sha256
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
+from simrec.model_runtimes import RUNTIMES
 
 FORMAT = 2
 MODEL_FILE = "embedding.keras"
@@ -43,7 +44,6 @@ INDEX_FILE = "index.faiss"
 ITEMS_FILE = "items.parquet"
 MANIFEST_FILE = "recommender.json"
 PACKAGE_FILES = (MODEL_FILE, ONNX_FILE, INDEX_FILE, ITEMS_FILE, MANIFEST_FILE)
-RUNTIMES = ("onnx", "keras")
 ITEM_COLUMNS = ["item_id", "label", "label_name", "image"]
 SMOKE_K = 5
 

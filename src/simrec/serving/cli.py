@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from simrec.errors import InputError
-from simrec.recommender import RUNTIMES
+from simrec.model_runtimes import RUNTIMES
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
