@@ -46,7 +46,7 @@ def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     from simrec.embedding import EmbeddingModel
 
     model = EmbeddingModel(path)
-    return lambda x: model._forward(x).numpy()
+    return model._forward
 
 
 def main() -> None:

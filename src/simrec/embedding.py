@@ -22,7 +22,35 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class EmbeddingModel:
+class PixelEmbedder:
+    """What every embedding model offers: images (pixels or PNGs) in, `dim`-sized vectors out, in
+    batches of BATCH through the runtime's own `_forward`."""
+
+    dim: int
+
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        """[n, 28, 28, 1] float32 -> [n, dim] float32."""
+        raise NotImplementedError
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """[n, 28, 28] uint8 pixel values -> [n, dim] float32 unit vectors."""
+        if pixels.ndim != 3 or pixels.shape[1:] != IMAGE_SIZE:
+            raise ValueError(f"expected images of shape [n, 28, 28], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        batches = [
+            self._forward(pixels[i : i + BATCH, ..., None].astype(np.float32))
+            for i in range(0, len(pixels), BATCH)
+        ]
+        return np.concatenate(batches).astype(np.float32, copy=False)
+
+    def embed_pngs(self, pngs: list[bytes]) -> np.ndarray:
+        return self.embed_pixels(
+            np.stack([decode_png(png) for png in pngs]) if pngs else np.zeros((0, 28, 28), np.uint8)
+        )
+
+
+class EmbeddingModel(PixelEmbedder):
     """A saved embedding.keras; `model_id` (the file's SHA-256) names the vectors it produces."""
 
     def __init__(self, path: Path) -> None:
@@ -38,27 +66,13 @@ class EmbeddingModel:
         # Called as its concrete function: the same graph without tf.function's per-call argument
         # matching; on the 70k benchmark package ~20% less time per call of 1 or 8 images (in-process,
         # interleaved, on a loaded machine).
-        self._forward = tf.function(
+        self._traced = tf.function(
             lambda images: self._model(images, training=False),
             input_signature=[tf.TensorSpec((None, *IMAGE_SIZE, 1), tf.float32)],
         ).get_concrete_function()
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """[n, 28, 28] uint8 pixel values -> [n, dim] float32 unit vectors."""
-        if pixels.ndim != 3 or pixels.shape[1:] != IMAGE_SIZE:
-            raise ValueError(f"expected images of shape [n, 28, 28], got {pixels.shape}")
-        if len(pixels) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        batches = [
-            self._forward(pixels[i : i + BATCH, ..., None].astype(np.float32)).numpy()
-            for i in range(0, len(pixels), BATCH)
-        ]
-        return np.concatenate(batches).astype(np.float32, copy=False)
-
-    def embed_pngs(self, pngs: list[bytes]) -> np.ndarray:
-        return self.embed_pixels(
-            np.stack([decode_png(png) for png in pngs]) if pngs else np.zeros((0, 28, 28), np.uint8)
-        )
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        return self._traced(images).numpy()
 
 
 def pixel_vectors(pixels: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simrec.codec import IMAGE_SIZE, decode_png
-from simrec.embedding import BATCH, file_sha256
+from simrec.codec import IMAGE_SIZE
+from simrec.embedding import PixelEmbedder, file_sha256
 
 
 def session_options(intra_op_threads: int = 1):
@@ -34,7 +34,7 @@ def session_options(intra_op_threads: int = 1):
     return options
 
 
-class OnnxEmbeddingModel:
+class OnnxEmbeddingModel(PixelEmbedder):
     """A package's embedding.onnx on ONNX Runtime's CPU provider. `model_id` is the Keras file's id (the
     one the index vectors were made with), given by the package; `onnx_sha256` names this file."""
 
@@ -58,19 +58,5 @@ class OnnxEmbeddingModel:
             raise ValueError(f"{self.path}: the output's size is not fixed ({dim})")
         self.dim = dim
 
-    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        """[n, 28, 28] uint8 pixel values -> [n, dim] float32 unit vectors."""
-        if pixels.ndim != 3 or pixels.shape[1:] != IMAGE_SIZE:
-            raise ValueError(f"expected images of shape [n, 28, 28], got {pixels.shape}")
-        if len(pixels) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        batches = [
-            self._session.run(None, {self._input: pixels[i : i + BATCH, ..., None].astype(np.float32)})[0]
-            for i in range(0, len(pixels), BATCH)
-        ]
-        return np.concatenate(batches).astype(np.float32, copy=False)
-
-    def embed_pngs(self, pngs: list[bytes]) -> np.ndarray:
-        return self.embed_pixels(
-            np.stack([decode_png(png) for png in pngs]) if pngs else np.zeros((0, 28, 28), np.uint8)
-        )
+    def _forward(self, images: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: images})[0]
