@@ -45,7 +45,7 @@ def _status(url: str) -> int:
         return 0
 
 
-def start_once(image: str, package: Path, timeout_s: float = 300.0) -> dict[str, float]:
+def start_once(image: str, package: Path, timeout_s: float = 120.0) -> dict[str, float]:
     port = _free_port()
     name = f"simrec-cold-start-{port}"
     command = ["podman", "run", "--detach", "--rm", f"--name={name}", "--network=host", "--read-only"]
