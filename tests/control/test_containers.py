@@ -148,6 +148,14 @@ def test_run_in_containers_trains_serves_and_records_images(smoke_env, tmp_path,
 
 
 @needs_podman
+def test_an_image_that_cannot_be_built_stops_the_run_with_the_reason() -> None:
+    with pytest.raises(
+        InputError, match=r"building simrec/steps-cuda failed:.*no local build of 'steps-cuda'"
+    ):
+        containers.build_local("steps-cuda", echo=print)
+
+
+@needs_podman
 def test_a_missing_image_is_named_with_how_to_build_it() -> None:
     with pytest.raises(
         InputError, match=r"simrec/nothing:9.9 is not on this machine .* --local-base nothing"

@@ -20,11 +20,12 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from simrec import paths
 from simrec.errors import InputError
 
 LOCAL_MARKER = "-local"  # scripts/build-images --local-base: simrec/<image>:<version>-local
@@ -84,6 +85,16 @@ def local_build(reference: str) -> str:
 
 def resolve_image(reference: str) -> LocalImage:
     """The image on this machine standing for `reference`: itself if present, else its local build."""
+    image = find_image(reference)
+    if image is None:
+        raise InputError(
+            f"image {reference} is not on this machine (nor its local build {local_build(reference)}): "
+            f"build it with scripts/build-images --local-base {image_name(reference)}"
+        )
+    return image
+
+
+def find_image(reference: str) -> LocalImage | None:
     for candidate in (reference, local_build(reference)):
         found = subprocess.run(
             ["podman", "image", "inspect", candidate],
@@ -99,10 +110,7 @@ def resolve_image(reference: str) -> LocalImage:
                 raise InputError(f"image {candidate} runs as user {user!r}: a pod needs a numeric USER")
             created = details["Created"]
             return LocalImage(reference, candidate, details["Id"], user, _epoch(created))
-    raise InputError(
-        f"image {reference} is not on this machine (nor its local build {local_build(reference)}): "
-        f"build it with scripts/build-images --local-base {image_name(reference)}"
-    )
+    return None
 
 
 def _epoch(created: str) -> float:
@@ -112,6 +120,28 @@ def _epoch(created: str) -> float:
     head, _, rest = created.partition(".")
     fraction, zone = (rest[:6], rest.lstrip("0123456789")) if rest else ("0", created[19:])
     return datetime.fromisoformat(f"{head}.{fraction}{zone.replace('Z', '+00:00')}").timestamp()
+
+
+def build_local(name: str, echo: Callable[[str], None]) -> None:
+    """scripts/build-images --local-base NAME, its progress lines shown: only what changed is rebuilt."""
+    script = paths.CHECKOUT / "scripts" / "build-images"
+    if not script.is_file():
+        raise InputError(f"image simrec/{name} must be built first (no scripts/build-images here)")
+    process = subprocess.Popen(
+        [str(script), "--local-base", name],
+        env=engine_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    tail: list[str] = []
+    for line in process.stdout:
+        tail = [*tail[-20:], line.rstrip()]
+        if line.startswith("== "):
+            echo(f"  {line.rstrip()}")
+    if process.wait() != 0:
+        raise InputError(f"building simrec/{name} failed:\n" + "\n".join(tail))
 
 
 def newest_source(folders: list[Path]) -> tuple[float, Path | None]:

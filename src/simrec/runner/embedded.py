@@ -155,16 +155,19 @@ class EmbeddedRunner:
         return summary
 
     def _find_images(self, ir: PipelineIR) -> None:
-        """Every task's image before the first task starts, so a missing one fails the run at once."""
+        """Every task's image before the first task starts. One that is missing, or older than the code it
+        is built from, is built first (scripts/build-images --local-base: only changed layers), so the run
+        executes this checkout's code, as a cluster runs the image the IR names."""
         for reference in sorted({task.container["image"] for task in ir.tasks}):
-            image = self.images[reference] = containers.resolve_image(reference)
-            built_from = [paths.CHECKOUT / "src", self.images_dir / image_name(reference)]
-            changed, newest = containers.newest_source(built_from)
-            if changed > image.created:
-                self.echo(
-                    f"warning: {image.tag} is older than {newest}: the run uses the code in the image "
-                    f"(rebuild: scripts/build-images --local-base {image_name(reference)})"
-                )
+            name = image_name(reference)
+            image = containers.find_image(reference)
+            changed, newest = containers.newest_source([paths.CHECKOUT / "src", self.images_dir / name])
+            if image is None or changed > image.created:
+                why = "not built yet" if image is None else f"older than {newest}"
+                self.echo(f"image {containers.local_build(reference)}: {why}: building it")
+                containers.build_local(name, self.echo)
+                image = containers.resolve_image(reference)
+            self.images[reference] = image
 
     def _run_tasks(
         self, ir: PipelineIR, parameters: dict[str, Any], run_dir: Path, run_name: str
