@@ -150,7 +150,7 @@ def test_run_in_containers_trains_serves_and_records_images(smoke_env, tmp_path,
 @needs_podman
 def test_an_image_that_cannot_be_built_stops_the_run_with_the_reason() -> None:
     with pytest.raises(
-        InputError, match=r"building simrec/steps-cuda failed:.*no local build of 'steps-cuda'"
+        InputError, match=r"(?s)building simrec/steps-cuda failed:.*no local build of 'steps-cuda'"
     ):
         containers.build_local("steps-cuda", echo=print)
 
