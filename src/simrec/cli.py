@@ -109,12 +109,13 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-# Commands a user types after `simrec run` that read the MLflow store it wrote.
-READS_THE_RUNS_STORE = ("lineage", "register", "deploy")
+# Commands a user types after `simrec run` that use the MLflow store it wrote: True where nothing but
+# reading it makes sense (register may start a store; deploy needs one only for --model-name).
+USES_THE_RUNS_STORE = {"lineage": True, "register": False, "deploy": False}
 
 
-def _the_runs_store() -> None:
-    """Without MLFLOW_TRACKING_URI, a command typed by hand in a checkout reads the store `simrec run`
+def _the_runs_store(required: bool) -> None:
+    """Without MLFLOW_TRACKING_URI, a command typed by hand in a checkout uses the store `simrec run`
     wrote (the embedded profile's), not MLflow's default in the current folder. Pipeline tasks get theirs
     from the IR, so this sets nothing for them; an installed image has no conf/ and is left alone."""
     if "MLFLOW_TRACKING_URI" in os.environ or not (paths.conf_dir() / "embedded").is_dir():
@@ -125,6 +126,8 @@ def _the_runs_store() -> None:
     storage = load_config("embedded").storage
     database = storage.mlflow_tracking_uri.removeprefix("sqlite:///")
     if database != storage.mlflow_tracking_uri and not os.path.exists(database):
+        if not required:
+            return
         # MLflow would create an empty store here and answer that nothing is registered
         raise InputError(
             f"no MLflow store at {database}: run this where `simrec run` ran (the embedded profile's "
@@ -154,8 +157,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(.envs/{command.image}/bin/simrec {argv[0]} …); this one lacks {exc.name}"
         )
     try:
-        if argv[0] in READS_THE_RUNS_STORE:
-            _the_runs_store()
+        if argv[0] in USES_THE_RUNS_STORE:
+            _the_runs_store(required=USES_THE_RUNS_STORE[argv[0]])
         entrypoint(argv[1:])
     except InputError as exc:
         sys.exit(f"simrec {argv[0]}: error: {exc}")
