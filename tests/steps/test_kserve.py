@@ -533,3 +533,12 @@ def test_deploy_and_rollback_commands(cluster, tmp_path):
 
     wrong = run("deploy", "--kserve", settings, "--package", str(tmp_path), "--version", "1", env=env)
     assert wrong.returncode == 2 and "no --server or --package" in wrong.stderr
+
+
+def test_the_manifest_in_docs_serving_is_what_the_code_renders() -> None:
+    """docs/serving.md shows the full profile's InferenceService; it must not drift from the code."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    shown = yaml.safe_load(text.split("**The manifest**", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
+    settings = load_config("full").serve.kserve.model_copy(update={"namespace": "kubeflow"})
+    model = ServedModel("simrec", "3", "s3://simrec/mlflow/1/models/m-0123abcd/artifacts")
+    assert shown == render_inference_service(kserve_rollout.endpoint(settings), model, 10)
