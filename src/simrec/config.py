@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec import paths
 from simrec.errors import InputError, validation_problems
+from simrec.evaluate.gate import GateMode
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -237,7 +238,7 @@ class EvaluateConfig(_Section):
     than max_regression."""
 
     model_name: str = Field("simrec", min_length=1, description="the registered model in MLflow")
-    gate_mode: Literal["enabled", "dry-run", "disabled"] = "enabled"
+    gate_mode: GateMode = "enabled"
     min_recall_at_1: float = Field(0.0, ge=0.0, le=1.0)
     max_regression: float = Field(0.0, ge=0.0, le=1.0)
 

@@ -4,12 +4,13 @@ absolute lower bound, plus a bound on the regression against the current champio
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from simrec.errors import InputError
 
+# The one spelling of the gate's modes (config, evaluate's flag, register's record)
 GateMode = Literal["enabled", "dry-run", "disabled"]
-GATE_MODES: tuple[str, ...] = ("enabled", "dry-run", "disabled")
+GATE_MODES: tuple[str, ...] = get_args(GateMode)
 GATE_METRIC = "recall_at_1"
 
 

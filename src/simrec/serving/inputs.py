@@ -26,10 +26,6 @@ class Query:
     pixels: np.ndarray | None = None
     item_ids: list[str] | None = None
 
-    @property
-    def count(self) -> int:
-        return len(self.item_ids) if self.item_ids is not None else len(self.pixels)
-
 
 def png_from_base64(text: str, field: str = "image") -> bytes:
     """Base64 (standard alphabet; a 'data:image/png;base64,' prefix is allowed) to bytes."""

@@ -28,9 +28,8 @@ from simrec.files import write_json_atomic
 from simrec.paths import CHECKOUT, envs_dir
 from simrec.progress import report
 from simrec.runner.containers import SERVE_IMAGE_ENV
-from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
+from simrec.serving.cli import ADMIN_TOKEN_VARIABLE, TOKEN_VARIABLE
 
-TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 PACKAGES = "packages"  # the local server's package root, inside its state folder
 MANUAL_ONLY = "by hand"  # flags the pipeline's component does not pass
 MODEL_BY_HAND = "simrec"  # the served model's name for --storage-uri (simrec serve's default)

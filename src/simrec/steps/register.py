@@ -15,11 +15,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from simrec.errors import InputError, validation_problems
+from simrec.evaluate.gate import GateMode
 from simrec.files import folder_sha256, write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, PIPELINE_RUN_ENV, client, lineage_tags, start_run
 from simrec.progress import report
@@ -62,7 +63,7 @@ class GateChampion(_Record):
 
 
 class Gate(_Record):
-    mode: Literal["enabled", "dry-run", "disabled"]
+    mode: GateMode
     blessed: bool
     reasons: list[str] = []
     champion: GateChampion | None = None
