@@ -261,7 +261,7 @@ _DNS_LABEL = r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 class KServeConfig(_Section):
     """The cluster endpoint: a KServe InferenceService (Serverless mode) that deploy updates with a canary
-    (see simrec.serving.kserve and docs/serving.md)."""
+    (see simrec.kserve.manifest and docs/serving.md)."""
 
     namespace: str | None = Field(
         None,

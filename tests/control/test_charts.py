@@ -33,10 +33,10 @@ from helm_charts import (
 from kube_api import ApiError, unique_namespace
 
 from simrec.config import load_config
+from simrec.kserve.manifest import ServedModel, cpu_threads, render_inference_service
+from simrec.kserve.rollout import endpoint as kserve_endpoint
 from simrec.pipeline import definition
 from simrec.serving.cli import build_parser as serve_parser
-from simrec.serving.kserve import ServedModel, cpu_threads, render_inference_service
-from simrec.steps.kserve_rollout import endpoint as kserve_endpoint
 
 RENDERS = [
     ("simrec", None),
@@ -376,7 +376,7 @@ def test_no_model_no_inference_service_and_no_canary_unless_asked(rendered, helm
 
 def test_the_pipelines_account_may_roll_out_the_inference_service(rendered) -> None:
     """Finding 5: KFP's pipeline-runner Role has no serving.kserve.io rules; the chart grants what deploy does
-    (simrec.steps.kserve_rollout: get, create, replace, patch) to the account of each install mode."""
+    (simrec.kserve.rollout: get, create, replace, patch) to the account of each install mode."""
     for values, account in ((None, "pipeline-runner"), ("values-example.yaml", "default-editor")):
         docs = rendered[("simrec", values)]
         role = one(docs, "Role", "simrec-deploy")

@@ -23,11 +23,11 @@ from kube_api import KubeAPI, unique_namespace
 
 from simrec.config import ConfigError, KServeConfig, load_config
 from simrec.errors import InputError
+from simrec.kserve import manifest as kserve
+from simrec.kserve import rollout
+from simrec.kserve.manifest import Endpoint, Resources, ServedModel, render_inference_service
+from simrec.kserve.rollout import InferenceServices, RolloutFailed
 from simrec.registry import cluster_uri
-from simrec.serving import kserve
-from simrec.serving.kserve import Endpoint, Resources, ServedModel, render_inference_service
-from simrec.steps import kserve_rollout
-from simrec.steps.kserve_rollout import InferenceServices, RolloutFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = str(ROOT / "src")
@@ -164,7 +164,7 @@ def _attr(cls: Any, json_name: str) -> str:
 
 def test_default_image_is_the_project_version_and_runs_the_package_kserve_downloads():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert kserve_rollout.endpoint(KServeConfig(namespace="serving")).image == f"simrec/serve:{version}"
+    assert rollout.endpoint(KServeConfig(namespace="serving")).image == f"simrec/serve:{version}"
     dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
     assert f'"--package", "{kserve.PACKAGE_PATH}"' in dockerfile  # the image's own default agrees
     assert re.search(r'ENTRYPOINT \["simrec"\]', dockerfile)
@@ -204,9 +204,9 @@ def test_configuration_validates_the_kserve_section():
     with pytest.raises(ConfigError, match="canary_percent"):
         load_config("full", environ={"SIMREC__SERVE__KSERVE__CANARY_PERCENT": "0"})
     with pytest.raises(InputError, match="--kserve: not JSON"):
-        kserve_rollout.settings_from_json("{name")
+        rollout.settings_from_json("{name")
     with pytest.raises(InputError, match="namespace"):
-        kserve_rollout.settings_from_json('{"namespace": "Not_A_Label"}')
+        rollout.settings_from_json('{"namespace": "Not_A_Label"}')
 
 
 def test_the_namespace_is_the_deploy_pods_own_unless_configured(tmp_path, monkeypatch):
@@ -214,14 +214,12 @@ def test_the_namespace_is_the_deploy_pods_own_unless_configured(tmp_path, monkey
     `kubeflow`, a profile's namespace), read where Kubernetes tells every pod."""
     settings = KServeConfig(name="simrec")
     pod_namespace = tmp_path / "namespace"
-    monkeypatch.setattr(kserve_rollout, "POD_NAMESPACE_FILE", pod_namespace)
+    monkeypatch.setattr(rollout, "POD_NAMESPACE_FILE", pod_namespace)
     with pytest.raises(InputError, match=r"serve\.kserve\.namespace is not set and this is not a pod"):
-        kserve_rollout.endpoint(settings)
+        rollout.endpoint(settings)
     pod_namespace.write_text("team-vision\n")
-    assert kserve_rollout.endpoint(settings).namespace == "team-vision"
-    assert (
-        kserve_rollout.endpoint(settings.model_copy(update={"namespace": "serving"})).namespace == "serving"
-    )
+    assert rollout.endpoint(settings).namespace == "team-vision"
+    assert rollout.endpoint(settings.model_copy(update={"namespace": "serving"})).namespace == "serving"
 
 
 @pytest.mark.parametrize(("cpu", "threads"), [("2", 2), ("1500m", 2), ("0.5", 1), ("100m", 1), ("3", 3)])
@@ -295,7 +293,7 @@ def services(cluster) -> InferenceServices:
 
 def deploy(cluster: Cluster, services: InferenceServices, version: str, **options: Any) -> dict[str, Any]:
     manifest = cluster.manifest(version)
-    return kserve_rollout.deploy(services, manifest, canary_percent=10, **(FAST | options))
+    return rollout.deploy(services, manifest, canary_percent=10, **(FAST | options))
 
 
 REV1, REV2, REV3 = (f"simrec-predictor-{n:05d}" for n in (1, 2, 3))
@@ -381,11 +379,11 @@ def test_first_version_failing_has_nothing_to_roll_back_to(cluster, services):
 def test_rollback_by_hand_then_deploying_the_same_version_again(cluster, services):
     deploy(cluster, services, "1")
     deploy(cluster, services, "2")
-    back = kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+    back = rollout.rollback(services, cluster.namespace, "simrec", **FAST)
     assert back["outcome"] == "rolled back" and (back["revision"], back["from_revision"]) == (REV1, REV2)
     assert cluster.kserve.traffic() == {REV1: 100}
     assert cluster.kserve.predictor()["latestRolledoutRevision"] == REV1
-    again = kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)  # idempotent
+    again = rollout.rollback(services, cluster.namespace, "simrec", **FAST)  # idempotent
     assert again["revision"] == REV1 and cluster.kserve.traffic() == {REV1: 100}
 
     # the pipeline deploys the same champion again: no new revision, no canary, it takes all traffic
@@ -402,7 +400,7 @@ def test_rollback_cannot_step_past_a_refused_revision(cluster, services):
     with pytest.raises(RolloutFailed):
         deploy(cluster, services, "3")
     with pytest.raises(InputError, match=f"latest revision {REV3} failed .* {REV2} serves"):
-        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
     assert cluster.kserve.traffic() == {REV2: 100}
 
 
@@ -435,10 +433,10 @@ def test_a_status_written_between_read_and_update_is_read_again(cluster, service
 
 def test_rollback_with_nothing_before(cluster, services):
     with pytest.raises(InputError, match=f"no InferenceService {cluster.namespace}/simrec"):
-        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
     deploy(cluster, services, "1")
     with pytest.raises(InputError, match="nothing to roll back to"):
-        kserve_rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
 
 
 def test_the_api_server_checks_what_deploy_sends(cluster, services):
@@ -541,4 +539,4 @@ def test_the_manifest_in_docs_serving_is_what_the_code_renders() -> None:
     shown = yaml.safe_load(text.split("**The manifest**", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
     settings = load_config("full").serve.kserve.model_copy(update={"namespace": "kubeflow"})
     model = ServedModel("simrec", "3", "s3://simrec/mlflow/1/models/m-0123abcd/artifacts")
-    assert shown == render_inference_service(kserve_rollout.endpoint(settings), model, 10)
+    assert shown == render_inference_service(rollout.endpoint(settings), model, 10)

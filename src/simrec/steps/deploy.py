@@ -5,7 +5,7 @@ module asks it over its admin API, with the admin token, and reports the answer.
 given, a local server is started detached (it outlives this command) with its pid, port, tokens and log
 in a state folder; it loads packages only from the state folder's packages/, where this command puts them.
 With --kserve (a cluster), the same intent is a canary rollout of a KServe InferenceService instead
-(simrec.steps.kserve_rollout)."""
+(simrec.kserve.rollout)."""
 
 from __future__ import annotations
 
@@ -316,10 +316,10 @@ def deploy_main(argv: list[str] | None = None) -> None:
 
 
 def _deploy_to_kserve(args: argparse.Namespace) -> None:
-    from simrec.serving.kserve import ServedModel, render_inference_service
-    from simrec.steps import kserve_rollout
+    from simrec.kserve import rollout
+    from simrec.kserve.manifest import ServedModel, render_inference_service
 
-    settings = kserve_rollout.settings_from_json(args.kserve)
+    settings = rollout.settings_from_json(args.kserve)
     if args.storage_uri:
         model = ServedModel(MODEL_BY_HAND, args.version, args.storage_uri)
     else:
@@ -328,18 +328,18 @@ def _deploy_to_kserve(args: argparse.Namespace) -> None:
         resolved = registry.resolve(args.ref)
         location = registry.storage_uri(resolved, settings.artifacts_destination)
         model = ServedModel(resolved.name, str(resolved.version), location)
-    manifest = render_inference_service(kserve_rollout.endpoint(settings), model)
+    manifest = render_inference_service(rollout.endpoint(settings), model)
     described = {"model": {"name": model.name, "version": model.version, "storage_uri": model.storage_uri}}
     try:
-        answer = kserve_rollout.deploy(
-            kserve_rollout.InferenceServices(),
+        answer = rollout.deploy(
+            rollout.InferenceServices(),
             manifest,
             canary_percent=settings.canary_percent,
             promote=settings.promote,
             timeout_s=settings.timeout_s,
             poll_s=settings.poll_s,
         )
-    except kserve_rollout.RolloutFailed as failed:
+    except rollout.RolloutFailed as failed:
         _report(failed.record | described, args.result_out)  # why, and what serves instead
         raise
     _report(answer | described, args.result_out)
@@ -352,13 +352,13 @@ def rollback_main(argv: list[str] | None = None) -> None:
     _add_server_flags(parser)
     args = parser.parse_args(argv)
     if args.kserve:
-        from simrec.steps import kserve_rollout
+        from simrec.kserve import rollout
 
-        settings = kserve_rollout.settings_from_json(args.kserve)
-        services = kserve_rollout.InferenceServices()
-        answer = kserve_rollout.rollback(
+        settings = rollout.settings_from_json(args.kserve)
+        services = rollout.InferenceServices()
+        answer = rollout.rollback(
             services,
-            kserve_rollout.namespace(settings),
+            rollout.namespace(settings),
             settings.name,
             timeout_s=settings.timeout_s,
             poll_s=settings.poll_s,

@@ -27,7 +27,7 @@ from typing import Any
 
 from simrec.config import KServeConfig
 from simrec.errors import InputError, validation_problems
-from simrec.serving.kserve import GROUP, PLURAL, VERSION, Endpoint, Resources, default_image
+from simrec.kserve.manifest import GROUP, PLURAL, VERSION, Endpoint, Resources, default_image
 
 # Conditions whose False means the new revision will not serve (KServe copies Knative's reason there).
 FAILING_CONDITIONS = ("Ready", "PredictorReady", "LatestDeploymentReady", "PredictorConfigurationReady")
