@@ -16,8 +16,8 @@ from conftest import ADMIN_TOKEN, TOKEN
 from pngs import hostile_images, pattern, png
 from serve_helpers import b64, server_env
 
+from simrec.serving.admin_client import DeployError, deploy, rollback
 from simrec.serving.state import PACKAGE_REFUSED
-from simrec.steps.deploy import DeployError, deploy, rollback
 from simrec.steps.refresh import refresh
 
 

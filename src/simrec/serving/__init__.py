@@ -7,4 +7,5 @@ state     the served versions: deploy beside the old one, smoke check, atomic sw
 guard     ASGI middleware: bearer token, body size limit, content type
 app       the routes: friendly JSON, Open Inference Protocol v2, admin, web page
 cli       `simrec serve`
+admin_client  what deploy and refresh ask a running server for (its admin routes)
 """

@@ -13,8 +13,8 @@ import pandas as pd
 
 from simrec.data.lake_reader import read_items
 from simrec.recommender import item_label
+from simrec.serving.admin_client import call
 from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
-from simrec.steps.deploy import call
 
 BATCH = 500  # items per request: ~0.7 MB of base64 PNGs
 
