@@ -32,7 +32,7 @@ import tensorflow as tf
 from simrec.data.catalogue import load_fashion_mnist
 from simrec.descriptors import GradientHistogram
 from simrec.embedding import EmbeddingModel, pixel_vectors
-from simrec.steps.evaluate import Catalogue, measure
+from simrec.evaluate.measure import Catalogue, measure
 from simrec.train.data import Arrays, memory_source
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
 from simrec.train.model import inference_model

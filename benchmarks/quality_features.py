@@ -15,7 +15,7 @@ import tensorflow as tf
 from quality import load_catalogue
 
 from simrec.embedding import pixel_vectors
-from simrec.steps.evaluate import measure
+from simrec.evaluate.measure import measure
 
 
 def _unit(a: np.ndarray) -> np.ndarray:

@@ -15,9 +15,9 @@ from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import write_idx
 from simrec.data.lake_reader import read_items
 from simrec.embedding import EmbeddingModel, pixel_vectors
+from simrec.evaluate.measure import Catalogue, catalogue_frame, measure
 from simrec.recommender import Recommender, write_package
 from simrec.serving.schemas import NewItem
-from simrec.steps.evaluate import Catalogue, catalogue_frame, measure
 from simrec.steps.ingest import ingest
 from simrec.steps.refresh import _item
 from simrec.train.data import read_table

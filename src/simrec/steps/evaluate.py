@@ -8,139 +8,33 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from pyspark.sql import SparkSession
 
 from simrec import progress
-from simrec.codec import decode_png
-from simrec.data.fashion_mnist import LABEL_NAMES, UNLABELLED, format_classes, parse_classes
+from simrec.data.fashion_mnist import LABEL_NAMES, format_classes, parse_classes
 from simrec.data.lake import table_uri
 from simrec.embedding import pixel_vectors
 from simrec.errors import InputError
 from simrec.evaluate import report
 from simrec.evaluate.catalogue_embeddings import EMBEDDINGS_TABLE, embed_catalogue, read_vectors
+from simrec.evaluate.figures import evaluation_figures
 from simrec.evaluate.gate import GATE_METRIC, GATE_MODES, GateSettings, decide
+from simrec.evaluate.measure import Catalogue, ann_quality, catalogue_frame, measure
 from simrec.files import atomic_write, write_json_atomic
-from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, search
+from simrec.index import DEFAULT_SPEC, IndexSpec, build_index
 from simrec.kfp_output import write_artifact_metadata
 from simrec.lineage import read_lineage
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.recommender import MANIFEST_FILE, write_package
-from simrec.retrieval import per_class_recall, retrieval_metrics, top_k
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 
 log = logging.getLogger(__name__)
-MAP_SAMPLE = 2000  # test items drawn on the embedding map (t-SNE is quadratic-ish)
-ANN_TIMING_QUERIES = 1000
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """Every item of the lineage's tables, in one order: metadata, decoded pixels, which table."""
-
-    items: pd.DataFrame  # item_id, label (Int32, <NA>: unlabelled), label_name, image (PNG), table
-    pixels: np.ndarray  # [n, 28, 28] uint8
-
-    @classmethod
-    def collect(cls, frame: DataFrame) -> Catalogue:
-        items = frame.orderBy("table", "item_id").toPandas()
-        items["label"] = items["label"].astype("Int32")  # not float when unlabelled items make it nullable
-        return cls(items, np.stack([decode_png(png) for png in items["image"]]))
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Each item's class, UNLABELLED for an unlabelled item (equal to no class)."""
-        return self.items["label"].fillna(UNLABELLED).to_numpy(dtype=np.int64)
-
-    def where(self, table: str, labels: tuple[int, ...] = ()) -> np.ndarray:
-        """Rows of the table's labelled items (of `labels` only, when given). Retrieval is measured with
-        labels, so unlabelled items are neither queries nor gallery; the index still holds them."""
-        chosen = (self.items["table"].to_numpy() == table) & self.items["label"].notna().to_numpy()
-        if labels:
-            chosen &= self.items["label"].isin(labels).to_numpy()
-        return np.flatnonzero(chosen)
-
-
-def catalogue_frame(spark: SparkSession, lineage: dict[str, Any]) -> DataFrame:
-    frames = [
-        spark.read.format("delta")
-        .option("versionAsOf", int(table["version"]))
-        .load(table["uri"])
-        .select("item_id", F.col("label").cast("int").alias("label"), "label_name", "image")
-        .withColumn("table", F.lit(name))
-        for name, table in sorted(lineage["tables"].items())
-    ]
-    frame = frames[0]
-    for other in frames[1:]:
-        frame = frame.unionByName(other)
-    return frame
-
-
-def _scores(
-    queries: np.ndarray, gallery: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray
-) -> tuple[dict[str, float], dict[int, float]]:
-    neighbours = top_k(queries, gallery, 10)
-    return (
-        retrieval_metrics(neighbours, query_labels, gallery_labels),
-        per_class_recall(neighbours, query_labels, gallery_labels),
-    )
-
-
-def measure(
-    vectors: np.ndarray, catalogue: Catalogue, exclude_classes: tuple[int, ...]
-) -> dict[str, dict[str, Any]]:
-    """Test items as queries against the train gallery: on all classes, and on the excluded (unseen)
-    classes alone when there are any."""
-    labels = catalogue.labels
-    protocols = {"all": ()} | ({"unseen": exclude_classes} if exclude_classes else {})
-    results = {}
-    for protocol, classes in protocols.items():
-        queries, gallery = catalogue.where("test", classes), catalogue.where("train", classes)
-        metrics, per_class = _scores(vectors[queries], vectors[gallery], labels[queries], labels[gallery])
-        results[protocol] = {"metrics": metrics, "per_class_recall_at_1": per_class}
-    return results
-
-
-def ann_quality(index, vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray) -> dict[str, float]:
-    """What the approximate index loses against exact search over the same whole catalogue (each query's
-    own item left out): label recall@10 both ways, overlap of the top-10 lists, query times."""
-    started = time.perf_counter()
-    _, ann_rows = search(index, vectors[queries], 11)
-    ann_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    exact_rows = top_k(vectors[queries], vectors, 11)
-    exact_seconds = time.perf_counter() - started
-    found = []
-    for ann, exact, own in zip(ann_rows, exact_rows, queries, strict=True):
-        found.append(([r for r in ann if r != own][:10], [r for r in exact if r != own][:10]))
-    ann_top = np.array([a for a, _ in found])
-    exact_top = np.array([e for _, e in found])
-    query_labels = labels[queries]
-    single = vectors[queries[:ANN_TIMING_QUERIES]]
-    started = time.perf_counter()
-    for vector in single:
-        search(index, vector[None], 10)
-    one_query_ms = 1000 * (time.perf_counter() - started) / len(single)
-    ann_recall = float(np.mean((labels[ann_top] == query_labels[:, None]).any(axis=1)))
-    exact_recall = float(np.mean((labels[exact_top] == query_labels[:, None]).any(axis=1)))
-    overlap = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(ann_top, exact_top, strict=True)])
-    return {
-        "ann_recall_at_10": ann_recall,
-        "exact_recall_at_10": exact_recall,
-        "ann_recall_loss_at_10": exact_recall - ann_recall,
-        "ann_neighbour_overlap_at_10": float(overlap),
-        "ann_ms_per_query_batched": 1000 * ann_seconds / len(queries),
-        "exact_ms_per_query_batched": 1000 * exact_seconds / len(queries),
-        "ann_ms_per_single_query": one_query_ms,
-    }
 
 
 def _champion_model(model_name: str, workdir: Path) -> tuple[str, Path] | None:
@@ -152,64 +46,6 @@ def _champion_model(model_name: str, workdir: Path) -> tuple[str, Path] | None:
         return None
     package = registry.download_package(version, workdir / f"champion-v{version.version}")
     return str(version.version), package / EMBEDDING_MODEL_FILE
-
-
-def _figures(
-    catalogue: Catalogue,
-    vectors: np.ndarray,
-    index,
-    results: dict[str, Any],
-    seed: int,
-) -> dict[str, Any]:
-    from sklearn.cluster import DBSCAN
-    from sklearn.manifold import TSNE
-
-    labels = catalogue.labels
-    test = catalogue.where("test")
-    queries = np.array([test[labels[test] == label][0] for label in np.unique(labels[test])])
-    scores, rows = search(index, vectors[queries], 6)
-    keep = [[r for r in row if r != own][:5] for row, own in zip(rows, queries, strict=True)]
-    keep_scores = [
-        [s for s, r in zip(srow, row, strict=True) if r != own][:5]
-        for srow, row, own in zip(scores, rows, queries, strict=True)
-    ]
-    grid = report.similar_items_grid(
-        catalogue.pixels[queries],
-        labels[queries],
-        catalogue.pixels[np.array(keep)],
-        labels[np.array(keep)],
-        np.array(keep_scores),
-    )
-    sample = np.random.default_rng(seed).choice(test, size=min(MAP_SAMPLE, len(test)), replace=False)
-    points = TSNE(n_components=2, init="pca", perplexity=min(30.0, (len(sample) - 1) / 3), random_state=seed)
-    points = points.fit_transform(vectors[sample])
-    spread = float(np.ptp(points, axis=0).mean())
-    clusters = DBSCAN(eps=spread / 40, min_samples=10).fit_predict(points)
-    sizes = np.bincount(clusters[clusters >= 0]) if (clusters >= 0).any() else np.array([], int)
-    scorers = {"model": results["model"]["all"]["metrics"], "raw pixels": results["pixels"]["all"]["metrics"]}
-    if "champion" in results:
-        scorers["champion"] = results["champion"]["all"]["metrics"]
-    names = ["recall_at_1", "recall_at_5", "recall_at_10", "precision_at_10", "map_at_10"]
-    figures = {
-        "similar_items.png": grid,
-        "embedding_map.png": report.embedding_map(points, labels[sample], clusters),
-        "metrics.png": report.metrics_chart(scorers, names),
-    }
-    if "unseen" in results["model"]:
-        unseen = {
-            "model": results["model"]["unseen"]["metrics"],
-            "raw pixels": results["pixels"]["unseen"]["metrics"],
-        }
-        figures["metrics_unseen_classes.png"] = report.metrics_chart(unseen, names)
-    return {
-        "figures": figures,
-        "segments": {
-            "clusters": len(sizes),
-            "sizes": sorted(sizes.tolist(), reverse=True),
-            "noise": int((clusters < 0).sum()),
-            "points": len(sample),
-        },
-    }
 
 
 def evaluate(
@@ -292,7 +128,7 @@ def evaluate(
         f"{onnx['agreement']['max_abs_diff']:.1e} <= {onnx['agreement']['tolerance']:.0e} over "
         f"{onnx['agreement']['images']} test images (else no package would have been built)"
     )
-    shown = _figures(catalogue, vectors, index_build, results, seed)
+    shown = evaluation_figures(catalogue, vectors, index_build, results, seed)
 
     metrics = (
         _flat_metrics(results)
