@@ -201,3 +201,9 @@ def test_a_task_gets_the_pods_limits_env_and_folders(tmp_path) -> None:
         assert (tmp_path / "runs").stat().st_uid == 1000
     assert command[-4:] == ["localhost/simrec/steps:0.1.0-local", "train", "--epochs", "2"]
     assert "--entrypoint=simrec" in command
+
+
+def test_without_podman_container_mode_says_how_to_get_it(monkeypatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(InputError, match="container mode needs podman: run scripts/setup-containers"):
+        containers.find_image("simrec/steps:0.1.0")

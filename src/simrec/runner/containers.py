@@ -52,15 +52,9 @@ def engine_environment() -> dict[str, str]:
     return env
 
 
-def podman(*args: str, timeout: float = 120.0) -> str:
+def _require_podman() -> None:
     if shutil.which("podman") is None:
         raise InputError("container mode needs podman: run scripts/setup-containers")
-    result = subprocess.run(
-        ["podman", *args], env=engine_environment(), capture_output=True, text=True, timeout=timeout
-    )
-    if result.returncode != 0:
-        raise InputError(f"podman {args[0]} failed: {result.stderr.strip()[-500:]}")
-    return result.stdout
 
 
 @dataclass(frozen=True)
@@ -95,6 +89,7 @@ def resolve_image(reference: str) -> LocalImage:
 
 
 def find_image(reference: str) -> LocalImage | None:
+    _require_podman()
     for candidate in (reference, local_build(reference)):
         found = subprocess.run(
             ["podman", "image", "inspect", candidate],
