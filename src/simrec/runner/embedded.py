@@ -217,14 +217,15 @@ class EmbeddedRunner:
                 # the execution that made it: a task's folder, or for a cached task the one it reused
                 "execution": records[producer["producerTask"]].root,
             }
-        identity = {
+        # Process mode keeps its key as it was (caches made before container mode stay valid).
+        image = (
+            {"image_id": self.images[task.container["image"]].id}
+            if self.containers
+            else {"image_lock": _lock_digest(task.container["image"], self.images_dir)}
+        )
+        identity = image | {
             "container": task.container,
             "component": task.component,
-            "image": (
-                self.images[task.container["image"]].id
-                if self.containers
-                else _lock_digest(task.container["image"], self.images_dir)
-            ),
             "parameters": {
                 name: value
                 for name, value in sorted(arguments.items())
