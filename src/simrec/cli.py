@@ -96,7 +96,7 @@ SUBCOMMANDS = {
     ),
     "refresh": Command(
         "simrec.steps.refresh:main",
-        "serve",
+        "steps",
         "add catalogue items the server lacks to its live index",
     ),
 }

@@ -1,24 +1,20 @@
-"""Hot swap, rollback and live catalogue additions, driven through simrec.steps.deploy / refresh (the
-clients the pipeline uses) against a real server process."""
+"""Hot swap, rollback and live catalogue additions, driven through simrec.serving.admin_client (the
+client the deploy and refresh steps use) against a real server process."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
-import sys
 import threading
 
 import pandas as pd
 import pytest
 from conftest import ADMIN_TOKEN, TOKEN
 from pngs import hostile_images, pattern, png
-from serve_helpers import b64, server_env
+from serve_helpers import b64
 
-from simrec.serving.admin_client import DeployError, deploy, rollback
+from simrec.serving.admin_client import DeployError, add_missing_items, deploy, rollback
 from simrec.serving.state import PACKAGE_REFUSED
-from simrec.steps.refresh import refresh
 
 
 def answer(server, item_id: str = "item-00007") -> tuple[str, list[str]]:
@@ -95,23 +91,6 @@ def test_deploy_refused_then_swap_and_rollback(admin_server, packages):
     assert "smoke" in status["history"][-3]["reason"]
 
 
-def write_lake(folder, items: pd.DataFrame) -> str:
-    """A catalogue Delta table `train` (the ingest step's columns that refresh reads), without Spark."""
-    import pyarrow as pa
-    from deltalake import write_deltalake
-
-    table = pa.table(
-        {
-            "item_id": pa.array(items["item_id"], pa.string()),
-            "label": pa.array(items["label"], pa.int32()),
-            "label_name": pa.array(items["label_name"], pa.string()),
-            "image": pa.array([bytes(i) for i in items["image"]], pa.binary()),
-        }
-    )
-    write_deltalake(str(folder / "lake" / "train"), table)
-    return str(folder / "lake")
-
-
 def test_new_items_become_retrievable(admin_server, packages, tmp_path):
     server = admin_server
     new_png = png(pattern(11))
@@ -135,7 +114,8 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
     assert response.status_code == 400 and "new-2" in response.json()["error"]
     assert server.get("/admin/items").json()["index_version"] == 2
 
-    # refresh: the lake holds three items the server has and two it lacks; only those two are sent.
+    # refresh's client: the catalogue holds three items the server has and two it lacks; only those two
+    # are sent (tests/steps/test_unlabelled_items.py runs `simrec refresh` on a real Delta lake).
     v1_items = pd.read_parquet(packages["v1"] / "items.parquet")
     fresh = pd.DataFrame(
         {
@@ -145,28 +125,12 @@ def test_new_items_become_retrievable(admin_server, packages, tmp_path):
             "image": [png(pattern(21)), png(pattern(22))],
         }
     )
-    lake = write_lake(tmp_path, pd.concat([v1_items.iloc[:3], fresh], ignore_index=True))
-    result = refresh(server.url, ADMIN_TOKEN, lake, ("train",))
+    catalogue = pd.concat([v1_items.iloc[:3], fresh], ignore_index=True)
+    result = add_missing_items(server.url, ADMIN_TOKEN, catalogue)
     assert result["sent"] == 2 and result["added"] == 2 and result["index_version"] == 3
     for row in fresh.itertuples():
         assert server.similar(image=b64(row.image), k=1) == [row.item_id]
-    # The command line does the same (nothing left to send now).
-    command = [
-        sys.executable,
-        "-m",
-        "simrec",
-        "refresh",
-        "--server",
-        server.url,
-        "--lake-uri",
-        lake,
-        "--tables",
-        "train",
-    ]
-    env = server_env(TOKEN, ADMIN_TOKEN)
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["sent"] == 0
+    assert add_missing_items(server.url, ADMIN_TOKEN, catalogue)["sent"] == 0  # nothing left to send
 
     # Items added live survive a deploy (re-embedded by the new model) and a rollback.
     deploy(server.url, ADMIN_TOKEN, packages["v2"], "2")
@@ -186,7 +150,7 @@ def test_unlabelled_items_are_indexed_and_answered_with_null_labels(admin_server
             "image": [unlabelled, labelled],
         }
     )
-    result = refresh(server.url, ADMIN_TOKEN, write_lake(tmp_path, fresh), ("train",))
+    result = add_missing_items(server.url, ADMIN_TOKEN, fresh)
     assert result["added"] == 2
 
     found = server.post("/similar", json={"image": b64(unlabelled), "k": 2}).json()["items"]

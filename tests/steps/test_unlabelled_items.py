@@ -4,22 +4,28 @@ item with its null label. Real Spark + Delta on a small generated lake."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from datagen import write_dataset
 from packages import embedding_model_file
+from serve_helpers import b64, server_env, start_server
 
+from simrec import paths
+from simrec.codec import decode_png
 from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import write_idx
 from simrec.data.lake_reader import read_items
 from simrec.embedding import EmbeddingModel, pixel_vectors
 from simrec.evaluate.measure import Catalogue, catalogue_frame, measure
 from simrec.recommender import Recommender, write_package
+from simrec.serving.admin_client import new_item
 from simrec.serving.schemas import NewItem
 from simrec.steps.ingest import ingest
-from simrec.steps.refresh import _item
 from simrec.train.data import read_table
 
 UNLABELLED_TRAIN = ["new-000000", "new-000001", "new-000002"]
@@ -74,10 +80,46 @@ def test_refresh_sends_unlabelled_items_with_null_labels(lake) -> None:
     lake_dir, lineage = lake
     items, versions = read_items(str(lake_dir), ("train", "test"))
     assert versions == {t: s["version"] for t, s in lineage["tables"].items()}
-    sent = {row.item_id: _item(row) for row in items.itertuples(index=False)}
+    sent = {row.item_id: new_item(row) for row in items.itertuples(index=False)}
     assert len(sent) == 145
     for item_id in [*UNLABELLED_TRAIN, "extra-000000", "extra-000001"]:
         assert (sent[item_id]["label"], sent[item_id]["label_name"]) == (None, None)
         NewItem.model_validate(sent[item_id])  # what the server's /admin/items accepts
     assert isinstance(sent["train-000000"]["label"], int)
     assert sent["train-000000"]["label_name"] == LABEL_NAMES[sent["train-000000"]["label"]]
+
+
+def test_refresh_command_adds_the_lake_items_a_served_package_lacks(lake, tmp_path) -> None:
+    """`simrec refresh` as the cluster runs it: in this (the steps) environment, reading the Delta lake
+    ingest wrote, against a server running in the serve environment."""
+    lake_dir, lineage = lake
+    items, _ = read_items(str(lake_dir), ("train", "test"))
+    served = items[items["item_id"].str.startswith("train-")].iloc[:100]
+    pixels = np.stack([decode_png(png) for png in served["image"]])
+    model_file = embedding_model_file(tmp_path / "model")
+    package = write_package(
+        tmp_path / "package", model_file, served, EmbeddingModel(model_file).embed_pixels(pixels)
+    )
+    admin_token = "refresh-test-admin-token"
+    serve_python = str(paths.envs_dir() / "serve" / "bin" / "python")
+    server = start_server(
+        tmp_path, None, "--package", str(package), admin_token=admin_token, python=serve_python
+    )
+    command = [sys.executable, "-m", "simrec", "refresh", "--server", server.url, "--lake-uri", str(lake_dir)]
+    try:
+        runs = [
+            subprocess.run(
+                command, env=server_env(None, admin_token), capture_output=True, text=True, timeout=300
+            )
+            for _ in range(2)
+        ]
+        new_png = items.set_index("item_id").loc[UNLABELLED_TRAIN[0], "image"]
+        found = server.post("/similar", json={"image": b64(new_png), "k": 1}).json()["items"][0]
+    finally:
+        server.stop()
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
+    first, second = (json.loads(run.stdout) for run in runs)
+    assert (first["catalogue"], first["sent"], first["added"], first["served_items"]) == (145, 45, 45, 145)
+    assert first["tables"] == {t: s["version"] for t, s in lineage["tables"].items()}
+    assert second["sent"] == 0 and second["added"] == 0
+    assert (found["item_id"], found["label"], found["label_name"]) == (UNLABELLED_TRAIN[0], None, None)

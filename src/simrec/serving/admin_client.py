@@ -4,14 +4,18 @@ answer, and a refusal (the serving version unchanged) or no answer as DeployErro
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import requests
 
 from simrec.errors import InputError
+from simrec.recommender import item_label
 
 DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
+ITEMS_PER_REQUEST = 500  # ~0.7 MB of base64 PNGs
 
 
 class DeployError(InputError):
@@ -43,3 +47,33 @@ def deploy(server_url: str, token: str | None, package_dir: Path, version: str) 
 def rollback(server_url: str, token: str | None) -> dict[str, Any]:
     """Switches the server back to the version it served before the last deploy or rollback."""
     return call("POST", f"{server_url.rstrip('/')}/admin/rollback", token, timeout=60.0)
+
+
+def add_missing_items(server_url: str, token: str | None, items: pd.DataFrame) -> dict[str, Any]:
+    """Sends the server the rows of `items` (item_id, label, label_name, image PNG bytes) it does not
+    hold yet, in batches; it embeds them with its serving model into a new index version."""
+    url = server_url.rstrip("/")
+    known = set(call("GET", f"{url}/admin/items", token, timeout=60.0)["item_ids"])
+    missing = items[~items["item_id"].isin(known)]
+    result: dict[str, Any] = {"catalogue": len(items), "sent": len(missing), "added": 0}
+    for start in range(0, len(missing), ITEMS_PER_REQUEST):
+        batch = missing.iloc[start : start + ITEMS_PER_REQUEST]
+        body = {"items": [new_item(row) for row in batch.itertuples(index=False)]}
+        answer = call("POST", f"{url}/admin/items", token, body, timeout=600.0)
+        result |= {
+            "added": result["added"] + answer["added"],
+            "index_version": answer["index_version"],
+            "served_items": answer["catalogue_size"],
+        }
+    return result
+
+
+def new_item(row: Any) -> dict[str, Any]:
+    """One items row as the body of /admin/items expects it (labels null for an unlabelled item)."""
+    label, label_name = item_label(row.label, row.label_name)
+    return {
+        "item_id": row.item_id,
+        "label": label,
+        "label_name": label_name,
+        "image": base64.b64encode(row.image).decode("ascii"),
+    }

@@ -1,59 +1,25 @@
 """Refresh: sends the catalogue items a running server lacks (read from the Delta tables) to its live
 index, without retraining; the server embeds them with the serving model as a new index version. It
-speaks to the server's admin routes, with the admin token."""
+speaks to the server's admin routes, with the admin token. It runs in the steps image, which reads Delta
+tables (the serve image carries no Delta or Arrow reader)."""
 
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-
-import pandas as pd
+from typing import Any
 
 from simrec.data.lake_reader import read_items
-from simrec.recommender import item_label
-from simrec.serving.admin_client import call
+from simrec.serving.admin_client import add_missing_items
 from simrec.serving.cli import ADMIN_TOKEN_VARIABLE
-
-BATCH = 500  # items per request: ~0.7 MB of base64 PNGs
 
 
 def refresh(
     server_url: str, token: str | None, lake_uri: str, tables: tuple[str, ...] = ("train", "test")
-) -> dict[str, object]:
-    url = server_url.rstrip("/")
-    known = set(call("GET", f"{url}/admin/items", token, timeout=60.0)["item_ids"])
+) -> dict[str, Any]:
     items, versions = read_items(lake_uri, tables)
-    missing = items[~items["item_id"].isin(known)]
-    result: dict[str, object] = {
-        "tables": versions,
-        "catalogue": len(items),
-        "sent": len(missing),
-        "added": 0,
-    }
-    added = 0
-    for start in range(0, len(missing), BATCH):
-        batch = missing.iloc[start : start + BATCH]
-        body = {"items": [_item(row) for row in batch.itertuples(index=False)]}
-        answer = call("POST", f"{url}/admin/items", token, body, timeout=600.0)
-        added += answer["added"]
-        result |= {
-            "added": added,
-            "index_version": answer["index_version"],
-            "served_items": answer["catalogue_size"],
-        }
-    return result
-
-
-def _item(row: pd.Series) -> dict[str, object]:
-    label, label_name = item_label(row.label, row.label_name)  # both None for an unlabelled item
-    return {
-        "item_id": row.item_id,
-        "label": label,
-        "label_name": label_name,
-        "image": base64.b64encode(row.image).decode("ascii"),
-    }
+    return {"tables": versions} | add_missing_items(server_url, token, items)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""A real `simrec serve` process on a free loopback port, for the tests in this folder."""
+"""A real `simrec serve` process on a free loopback port, for the serve tests (and the steps tests of the
+clients that talk to a server: refresh)."""
 
 from __future__ import annotations
 
@@ -81,13 +82,18 @@ class Server:
 
 
 def start_server(
-    folder: Path, token: str | None, *args: str, admin_token: str | None = None, wait_ready: bool = True
+    folder: Path,
+    token: str | None,
+    *args: str,
+    admin_token: str | None = None,
+    wait_ready: bool = True,
+    python: str = sys.executable,
 ) -> Server:
-    """`python -m simrec serve ...` in this interpreter's environment (the serve env); admin routes only
-    with an admin_token."""
+    """`python -m simrec serve ...` in this interpreter's environment (the serve env's tests), or in the
+    environment of `python` (another environment's tests); admin routes only with an admin_token."""
     port = free_port()
     log = folder / f"server-{port}.log"
-    command = [sys.executable, "-m", "simrec", "serve", "--port", str(port), *args]
+    command = [python, "-m", "simrec", "serve", "--port", str(port), *args]
     if not token:
         command.append("--no-auth")
     with log.open("wb") as out:
