@@ -117,6 +117,20 @@ def test_installs_the_lock_that_setup_installs(dockerfile: Path) -> None:
     assert image == lock or image.startswith(f"{lock}-"), f"{image} installs the {lock} lock"
 
 
+def _pins(lock: Path) -> dict[str, str]:
+    pins = [line.split("#", 1)[0].strip() for line in lock.read_text().splitlines()]
+    return dict(pin.split("==", 1) for pin in pins if pin)
+
+
+@pytest.mark.parametrize("test_lock", sorted(IMAGES_DIR.glob("*/requirements-test.txt")), ids=str)
+def test_a_test_environment_is_its_image_lock_plus_test_tools(test_lock: Path) -> None:
+    """The tests run in the image's environment: every pin of the image's lock, at the same version; only
+    test tools (pytest and what it needs) come on top and stay out of the image."""
+    image, tests = _pins(test_lock.with_name("requirements.txt")), _pins(test_lock)
+    assert {name: tests.get(name) for name in image} == image
+    assert "pytest" in set(tests) - set(image)
+
+
 def test_serve_image_probes_the_liveness_route() -> None:
     instructions = _instructions(IMAGES_DIR / "serve" / "Dockerfile")
     (healthcheck,) = [arguments for instruction, arguments in instructions if instruction == "HEALTHCHECK"]
