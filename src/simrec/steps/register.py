@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from simrec.errors import InputError, validation_problems
-from simrec.evaluate.gate import GateMode
 from simrec.files import folder_sha256, write_json_atomic
 from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, PIPELINE_RUN_ENV, client, lineage_tags, start_run
 from simrec.progress import report
 from simrec.recommender import MANIFEST_FILE
+from simrec.records import GateMode
 from simrec.registry import (
     CHALLENGER,
     CHAMPION,
