@@ -26,6 +26,7 @@ import requests
 from simrec.files import write_json_atomic
 from simrec.paths import CHECKOUT, envs_dir
 from simrec.progress import report
+from simrec.records import Registration, read_record
 from simrec.runner.containers import SERVE_IMAGE_ENV
 from simrec.serving.admin_client import DeployError, deploy, rollback
 from simrec.serving.cli import ADMIN_TOKEN_VARIABLE, TOKEN_VARIABLE
@@ -261,7 +262,7 @@ def deploy_main(argv: list[str] | None = None) -> None:
             _report({"outcome": "nothing to deploy", "reason": f"{name} has no {alias} yet"}, args.result_out)
             return
         if args.registered:
-            print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
+            print(f"register: {read_record(Registration, args.registered, 'a registration record').decision}")
     if args.kserve:
         _deploy_to_kserve(args)
         return
