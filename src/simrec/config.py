@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec import paths
 from simrec.errors import InputError, validation_problems
-from simrec.evaluate.gate import GateMode
+from simrec.records import GateMode
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")

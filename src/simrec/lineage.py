@@ -1,7 +1,8 @@
 """Data lineage: ingest's record of the exact Delta table versions (and source checksums) later steps read.
 
 It travels between steps as a JSON *parameter* (KFP caches on parameter values, not artifact content), so
-`--lineage` takes the JSON text itself; a path to a JSON file is accepted too (tests, runs by hand)."""
+`--lineage` takes the JSON text itself; a path to a JSON file is accepted too (tests, runs by hand). The
+record's shape is simrec.records.Lineage."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from simrec.errors import InputError
+from simrec.records import Lineage, parse_record
 
 
 def read_lineage(value: str | Path) -> dict[str, Any]:
-    """The lineage from JSON text or a JSON file; InputError unless it names the train table's URI and
-    version."""
+    """The lineage from JSON text or a JSON file, checked against records.Lineage (whole numbers that came
+    through protobuf's Struct as floats are ints again), as the JSON data the steps pass on; InputError
+    naming the source and the fields at fault otherwise."""
     text = str(value)
     if isinstance(value, str) and text.lstrip().startswith("{"):
         where, what, raw = "--lineage", "JSON", text
@@ -27,28 +30,8 @@ def read_lineage(value: str | Path) -> dict[str, Any]:
                 f"{where}: not an ingest lineage file ({exc.__class__.__name__}: {exc})"
             ) from exc
     try:
-        lineage = json.loads(raw)
+        data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(f"{where}: not an ingest lineage {what} (JSONDecodeError: {exc})") from exc
-    lineage = _whole_numbers(lineage)
-    tables = lineage.get("tables") if isinstance(lineage, dict) else None
-    train = tables.get("train") if isinstance(tables, dict) else None
-    if (
-        not isinstance(train, dict)
-        or not isinstance(train.get("uri"), str)
-        or not isinstance(train.get("version"), int)
-    ):
-        raise InputError(f"{where}: not an ingest lineage {what} (no tables.train.uri and .version)")
-    return lineage
-
-
-def _whole_numbers(value: Any) -> Any:
-    """A JSON parameter passes through protobuf's Struct on KFP (and in kfp.local), where every number is a
-    double: table version 3 arrives as 3.0. The lineage holds no fractions: whole numbers are ints again."""
-    if isinstance(value, dict):
-        return {key: _whole_numbers(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_whole_numbers(item) for item in value]
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+    lineage = parse_record(Lineage, data, where, f"an ingest lineage {what}")
+    return lineage.model_dump(mode="json", exclude_unset=True)  # what ingest wrote, nothing added

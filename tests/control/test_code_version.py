@@ -57,7 +57,8 @@ def test_lineage_is_read_from_json_text_or_a_file(tmp_path) -> None:
     # through a KFP STRUCT parameter (protobuf) every number arrives as a double
     as_struct = '{"tables": {"train": {"uri": "/lake/train", "version": 3.0, "rows": 200.0}}}'
     assert read_lineage(as_struct)["tables"]["train"] == {"uri": "/lake/train", "version": 3, "rows": 200}
-    with pytest.raises(InputError, match=r"--lineage: not an ingest lineage JSON \(no tables.train"):
+    missing_train = r"--lineage: not an ingest lineage JSON \(tables\.train: Field required"
+    with pytest.raises(InputError, match=missing_train):
         read_lineage('{"tables": {}}')
     with pytest.raises(InputError, match=r"missing.json: not an ingest lineage file"):
         read_lineage(str(tmp_path / "missing.json"))

@@ -12,9 +12,10 @@ from packages import run_validate
 from simrec import paths
 from simrec.errors import InputError
 from simrec.files import folder_sha256
+from simrec.pyfunc_checks import ValidationFailed, lock_pins
 from simrec.recommender import INDEX_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_FILE, Recommender
 from simrec.recommender_pyfunc import OUTPUT_COLUMNS, image_query, item_query
-from simrec.steps.validate import ValidationFailed, lock_pins, validate
+from simrec.steps.validate import validate
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def package(packages) -> Path:
 @pytest.fixture(scope="module")
 def validated(package, tmp_path_factory) -> tuple[Path, dict]:
     model = tmp_path_factory.mktemp("validated") / "model"
-    return model, validate(package, model, paths.serve_lock())
+    return model, validate(package, model, paths.serve_lock()).model_dump(mode="json")  # as written
 
 
 def _broken_copy(package: Path, tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ from simrec.evaluate.gate import GateSettings, decide
 from simrec.index import IndexSpec, build_index, load_index, save_index
 from simrec.lineage import read_lineage
 from simrec.recommender import Recommender
+from simrec.records import GateChampion
 from simrec.retrieval import recall_at_k, top_k
 from simrec.steps.evaluate import evaluate
 
@@ -36,9 +37,10 @@ def test_evaluate_measures_packages_and_reports(spark, lineage_file, model_dir, 
     lineage = read_lineage(lineage_file)
     lake = str(tmp_path / "lake")
     gate = GateSettings("enabled", min_recall_at_1=0.0)
-    evaluation, page = evaluate(
+    record, page = evaluate(
         spark, lineage, model_dir, lake, tmp_path / "package", gate=gate, exclude_classes=(2, 4)
     )
+    evaluation = record.model_dump(mode="json")  # as the step writes it
     metrics = evaluation["metrics"]
     for name in ("recall_at_1", "recall_at_5", "recall_at_10", "precision_at_10", "map_at_10"):
         for prefix in ("", "pixels_", "unseen_", "pixels_unseen_"):
@@ -69,23 +71,28 @@ def test_evaluate_measures_packages_and_reports(spark, lineage_file, model_dir, 
 
     # Same model, same data: no embedding is computed again and the table keeps its version.
     again, _ = evaluate(spark, lineage, model_dir, lake, tmp_path / "package2", gate=gate)
-    assert again["embeddings"]["version"] == evaluation["embeddings"]["version"]
-    assert again["metrics"]["recall_at_1"] == pytest.approx(metrics["recall_at_1"])
+    assert again.embeddings.version == evaluation["embeddings"]["version"]
+    assert again.metrics["recall_at_1"] == pytest.approx(metrics["recall_at_1"])
 
 
 def test_gate_refuses_worse_and_accepts_better() -> None:
     gate = GateSettings("enabled", min_recall_at_1=0.8, max_regression=0.01)
-    champion = {"version": "3", "recall_at_1": 0.9}
-    assert decide(gate, 0.95, champion)["blessed"] is True
-    assert decide(gate, 0.895, champion)["blessed"] is True  # within the allowed regression
+    champion = GateChampion(version="3", recall_at_1=0.9)
+    assert decide(gate, 0.95, champion).blessed is True
+    assert decide(gate, 0.895, champion).blessed is True  # within the allowed regression
     worse = decide(gate, 0.85, champion)
-    assert worse["blessed"] is False and "champion v3" in worse["reasons"][1]
+    assert worse.blessed is False and "champion v3" in worse.reasons[1]
     below = decide(gate, 0.7, None)
-    assert below["blessed"] is False and "no champion" in below["reasons"][1]
-    assert decide(gate, 0.81, None)["blessed"] is True
-    assert decide(GateSettings("disabled", 0.99), 0.1, champion)["blessed"] is True
+    assert below.blessed is False and "no champion" in below.reasons[1]
+    assert decide(gate, 0.81, None).blessed is True
+    assert decide(GateSettings("disabled", 0.99), 0.1, champion).blessed is True
     dry = decide(GateSettings("dry-run", 0.8), 0.7, None)
-    assert dry["blessed"] is False and dry["mode"] == "dry-run"
+    assert dry.blessed is False and dry.mode == "dry-run"
+    # the record register reads: settings, decision, reasons and the champion, by their JSON names
+    assert dry.model_dump(mode="json") == {
+        "mode": "dry-run", "min_recall_at_1": 0.8, "max_regression": 0.0, "blessed": False,
+        "reasons": dry.reasons, "champion": None,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -127,6 +134,7 @@ def test_a_package_index_with_a_bad_ef_search_is_refused(tmp_path) -> None:
 def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, tracking, tmp_path) -> None:
     from registry_helpers import run_validate, training_run
 
+    from simrec.records import write_record
     from simrec.steps.register import read_evaluation, read_validation, register
 
     lineage = read_lineage(lineage_file)
@@ -142,7 +150,7 @@ def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, 
     first, _ = evaluate(spark, lineage, models[0], lake, tmp_path / "package-1", gate=gate)
     validated = run_validate(tmp_path / "package-1", tmp_path / "validate-1")
     assert validated.returncode == 0, validated.stderr[-2000:]
-    (tmp_path / "evaluation-1.json").write_text(json.dumps(first))
+    write_record(tmp_path / "evaluation-1.json", first)
     register(
         tmp_path / "validate-1" / "model",
         read_evaluation(tmp_path / "evaluation-1.json"),
@@ -150,19 +158,19 @@ def test_the_champion_is_scored_in_the_same_step_and_gates(spark, lineage_file, 
     )
 
     second, page = evaluate(spark, lineage, models[1], lake, tmp_path / "package-2", gate=gate)
-    champion = second["gate"]["champion"]
-    assert champion["version"] == "1" and champion["model_id"] == first["model_id"]
+    champion = second.gate.champion
+    assert champion.version == "1" and champion.model_id == first.model_id
     # The champion re-measured on the same test set gives the same numbers as its own evaluation.
-    assert second["metrics"]["champion_recall_at_1"] == pytest.approx(first["metrics"]["recall_at_1"])
-    assert second["metrics"]["champion_map_at_10"] == pytest.approx(first["metrics"]["map_at_10"])
-    better = second["metrics"]["recall_at_1"] >= first["metrics"]["recall_at_1"]
-    assert second["gate"]["blessed"] is better
+    assert second.metrics["champion_recall_at_1"] == pytest.approx(first.metrics["recall_at_1"])
+    assert second.metrics["champion_map_at_10"] == pytest.approx(first.metrics["map_at_10"])
+    better = second.metrics["recall_at_1"] >= first.metrics["recall_at_1"]
+    assert second.gate.blessed is better
     assert "champion" in page
     # The champion's vectors were already in the embeddings table: only the new model's were added.
-    embeddings = spark.read.format("delta").load(second["embeddings"]["uri"]).toPandas()
+    embeddings = spark.read.format("delta").load(second.embeddings.uri).toPandas()
     assert embeddings.groupby("model_id").size().to_dict() == {
-        first["model_id"]: 700,
-        second["model_id"]: 700,
+        first.model_id: 700,
+        second.model_id: 700,
     }
 
 

@@ -291,16 +291,16 @@ def services(cluster) -> InferenceServices:
     return InferenceServices()
 
 
-def deploy(cluster: Cluster, services: InferenceServices, version: str, **options: Any) -> dict[str, Any]:
+def roll_out(cluster: Cluster, services: InferenceServices, version: str, **options: Any) -> dict[str, Any]:
     manifest = cluster.manifest(version)
-    return rollout.deploy(services, manifest, canary_percent=10, **(FAST | options))
+    return rollout.roll_out(services, manifest, canary_percent=10, **(FAST | options))
 
 
 REV1, REV2, REV3 = (f"simrec-predictor-{n:05d}" for n in (1, 2, 3))
 
 
 def test_create_then_canary_then_promote(cluster, services):
-    first = deploy(cluster, services, "1")
+    first = roll_out(cluster, services, "1")
     assert first["outcome"] == "serving" and first["revision"] == REV1
     # nothing rolled out before: KServe would give the first revision all traffic anyway
     assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]
@@ -310,7 +310,7 @@ def test_create_then_canary_then_promote(cluster, services):
     path = f"{cluster.kserve.collection}/simrec"
     cluster.api.request("PATCH", path, label, content_type="application/merge-patch+json")
     seen = len(cluster.kserve.traffic_history)
-    second = deploy(cluster, services, "2")
+    second = roll_out(cluster, services, "2")
     assert second["outcome"] == "serving" and second["revision"] == REV2
     assert second["previous_revision"] == REV1
     labels = cluster.isvc()["metadata"]["labels"]
@@ -326,8 +326,8 @@ def test_create_then_canary_then_promote(cluster, services):
 
 
 def test_canary_left_in_place_when_not_promoting(cluster, services):
-    deploy(cluster, services, "1")
-    answer = deploy(cluster, services, "2", promote=False)
+    roll_out(cluster, services, "1")
+    answer = roll_out(cluster, services, "2", promote=False)
     assert answer["outcome"] == "canary" and answer["canary_percent"] == 10
     assert answer["stable_revision"] == REV1 and answer["status"]["traffic"] == {REV1: 90, REV2: 10}
     assert cluster.isvc()["spec"]["predictor"]["canaryTrafficPercent"] == 10
@@ -337,11 +337,11 @@ def test_canary_left_in_place_when_not_promoting(cluster, services):
     ("behaviour", "why"), [("fails", "RevisionFailed"), ("load-fails", "model load failed: ModelLoadFailed")]
 )
 def test_failed_revision_is_rolled_back_and_the_old_one_keeps_serving(cluster, services, behaviour, why):
-    deploy(cluster, services, "1")
+    roll_out(cluster, services, "1")
     cluster.kserve.behave(REV2, behaviour)
     seen = len(cluster.kserve.traffic_history)
     with pytest.raises(RolloutFailed) as refused:
-        deploy(cluster, services, "2")
+        roll_out(cluster, services, "2")
     message = str(refused.value)
     assert f"revision {REV2} failed" in message and why in message
     assert f"rolled back: {REV1} serves all traffic" in message
@@ -353,16 +353,16 @@ def test_failed_revision_is_rolled_back_and_the_old_one_keeps_serving(cluster, s
     assert cluster.kserve.predictor()["latestRolledoutRevision"] == REV1
 
     # the next good version rolls out over the refused one
-    third = deploy(cluster, services, "3")
+    third = roll_out(cluster, services, "3")
     assert third["revision"] == REV3 and third["previous_revision"] == REV1
     assert cluster.kserve.traffic() == {REV3: 100}
 
 
 def test_revision_never_ready_is_rolled_back_at_the_timeout(cluster, services):
-    deploy(cluster, services, "1")
+    roll_out(cluster, services, "1")
     cluster.kserve.behave(REV2, "hangs")
     with pytest.raises(RolloutFailed, match=r"not Ready with its traffic within 1 s") as refused:
-        deploy(cluster, services, "2", timeout_s=1.0)
+        roll_out(cluster, services, "2", timeout_s=1.0)
     assert refused.value.record["rollback"] == {"canaryTrafficPercent": 0, "serving": REV1}
     assert cluster.kserve.traffic() == {REV1: 100}
     assert cluster.kserve.predictor()["latestCreatedRevision"] == REV2  # still there, with no traffic
@@ -371,36 +371,36 @@ def test_revision_never_ready_is_rolled_back_at_the_timeout(cluster, services):
 def test_first_version_failing_has_nothing_to_roll_back_to(cluster, services):
     cluster.kserve.behave(REV1, "fails")
     with pytest.raises(RolloutFailed, match="nothing served before") as refused:
-        deploy(cluster, services, "1")
+        roll_out(cluster, services, "1")
     assert refused.value.record["outcome"] == "refused"
     assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]  # created, never patched
 
 
 def test_rollback_by_hand_then_deploying_the_same_version_again(cluster, services):
-    deploy(cluster, services, "1")
-    deploy(cluster, services, "2")
-    back = rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+    roll_out(cluster, services, "1")
+    roll_out(cluster, services, "2")
+    back = rollout.roll_back(services, cluster.namespace, "simrec", **FAST)
     assert back["outcome"] == "rolled back" and (back["revision"], back["from_revision"]) == (REV1, REV2)
     assert cluster.kserve.traffic() == {REV1: 100}
     assert cluster.kserve.predictor()["latestRolledoutRevision"] == REV1
-    again = rollout.rollback(services, cluster.namespace, "simrec", **FAST)  # idempotent
+    again = rollout.roll_back(services, cluster.namespace, "simrec", **FAST)  # idempotent
     assert again["revision"] == REV1 and cluster.kserve.traffic() == {REV1: 100}
 
     # the pipeline deploys the same champion again: no new revision, no canary, it takes all traffic
-    redeploy = deploy(cluster, services, "2")
+    redeploy = roll_out(cluster, services, "2")
     assert redeploy["revision"] == REV2 and cluster.kserve.traffic() == {REV2: 100}
     assert "canaryTrafficPercent" not in cluster.isvc()["spec"]["predictor"]
     assert cluster.kserve.predictor()["latestCreatedRevision"] == REV2
 
 
 def test_rollback_cannot_step_past_a_refused_revision(cluster, services):
-    deploy(cluster, services, "1")
-    deploy(cluster, services, "2")
+    roll_out(cluster, services, "1")
+    roll_out(cluster, services, "2")
     cluster.kserve.behave(REV3, "fails")
     with pytest.raises(RolloutFailed):
-        deploy(cluster, services, "3")
+        roll_out(cluster, services, "3")
     with pytest.raises(InputError, match=f"latest revision {REV3} failed .* {REV2} serves"):
-        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+        rollout.roll_back(services, cluster.namespace, "simrec", **FAST)
     assert cluster.kserve.traffic() == {REV2: 100}
 
 
@@ -425,18 +425,18 @@ class KServeWritesAfterEachRead(InferenceServices):
 def test_a_status_written_between_read_and_update_is_read_again(cluster, services):
     """A real server refuses an update with an older resourceVersion (409), and KServe's status writes
     make new ones; deploy reads again and retries instead of failing the rollout."""
-    deploy(cluster, services, "1")
+    roll_out(cluster, services, "1")
     racing = KServeWritesAfterEachRead(cluster)
-    second = deploy(cluster, racing, "2")
+    second = roll_out(cluster, racing, "2")
     assert racing.writes == 2 and second["revision"] == REV2 and cluster.kserve.traffic() == {REV2: 100}
 
 
 def test_rollback_with_nothing_before(cluster, services):
     with pytest.raises(InputError, match=f"no InferenceService {cluster.namespace}/simrec"):
-        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
-    deploy(cluster, services, "1")
+        rollout.roll_back(services, cluster.namespace, "simrec", **FAST)
+    roll_out(cluster, services, "1")
     with pytest.raises(InputError, match="nothing to roll back to"):
-        rollout.rollback(services, cluster.namespace, "simrec", **FAST)
+        rollout.roll_back(services, cluster.namespace, "simrec", **FAST)
 
 
 def test_the_api_server_checks_what_deploy_sends(cluster, services):
@@ -462,7 +462,7 @@ def test_api_errors_are_one_clear_line(cluster, services):
     config["users"][0]["user"]["token"] = "another"
     cluster.kubeconfig.write_text(yaml.safe_dump(config))
     with pytest.raises(InputError, match="answered 401: Unauthorized"):
-        deploy(cluster, InferenceServices(), "1")
+        roll_out(cluster, InferenceServices(), "1")
 
 
 @pytest.mark.parametrize("cluster", ["patch", "get"], indirect=True)
@@ -473,8 +473,8 @@ def test_a_role_without_a_verb_deploy_uses_fails_the_rollout(cluster, services):
     with pytest.raises(
         InputError, match=rf"answered 403: .*cannot {verb} resource .inferenceservices."
     ) as refused:
-        deploy(cluster, services, "1")
-        deploy(cluster, services, "2")
+        roll_out(cluster, services, "1")
+        roll_out(cluster, services, "2")
     assert f"system:serviceaccount:{cluster.namespace}:{cluster.account}" in str(refused.value)
     assert "the service account needs" in str(refused.value)
 

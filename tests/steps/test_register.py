@@ -19,8 +19,10 @@ from simrec.errors import InputError
 from simrec.files import folder_sha256
 from simrec.mlflow_tracking import PIPELINE_RUN_ENV
 from simrec.recommender import MANIFEST_FILE
+from simrec.records import GateDecision
+from simrec.registration import promotion
 from simrec.steps import register as register_step
-from simrec.steps.register import Gate, promotion, read_evaluation, read_validation
+from simrec.steps.register import read_evaluation, read_validation
 
 
 @pytest.fixture
@@ -171,7 +173,7 @@ def test_registering_the_same_validated_folder_again_changes_nothing(tracking, m
     ],
 )  # fmt: skip
 def test_promotion_follows_the_gate(gate, current, promoted, decision) -> None:
-    result = promotion(Gate.model_validate(gate), current)
+    result = promotion(GateDecision.model_validate(gate), current)
     assert result[0] is promoted and decision in result[1]
 
 
@@ -227,5 +229,5 @@ def test_a_broken_package_never_reaches_the_registry(tracking, tmp_path) -> None
 def test_a_malformed_evaluation_is_refused_by_name(tmp_path, change, message) -> None:
     record = evaluation("m", "r")
     change(record)
-    with pytest.raises(InputError, match=f"not an evaluation record: .*{message}"):
+    with pytest.raises(InputError, match=rf"e.json: not an evaluation record \(.*{message}"):
         read_evaluation(write_json(tmp_path / "e.json", record))

@@ -4,14 +4,11 @@ absolute lower bound, plus a bound on the regression against the current champio
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
 
 from simrec.errors import InputError
+from simrec.records import GATE_MODES, GateChampion, GateDecision
 
-# The one spelling of the gate's modes (config, evaluate's flag, register's record)
-GateMode = Literal["enabled", "dry-run", "disabled"]
-GATE_MODES: tuple[str, ...] = get_args(GateMode)
-GATE_METRIC = "recall_at_1"
+GATE_METRIC = "recall_at_1"  # GateChampion's score field has the same name
 
 
 @dataclass(frozen=True)
@@ -29,7 +26,7 @@ class GateSettings:
             raise InputError(f"gate maximum regression must be within 0..1, got {self.max_regression}")
 
 
-def decide(settings: GateSettings, candidate: float, champion: dict[str, Any] | None) -> dict[str, Any]:
+def decide(settings: GateSettings, candidate: float, champion: GateChampion | None) -> GateDecision:
     """The gate's record: mode, blessed, reasons, thresholds and the champion compared against."""
     if settings.mode == "disabled":
         blessed, reasons = True, ["gate disabled: every model is promoted"]
@@ -44,11 +41,11 @@ def decide(settings: GateSettings, candidate: float, champion: dict[str, Any] | 
         if champion is None:
             reasons.append("no champion yet: the minimum alone decides")
         else:
-            floor = champion[GATE_METRIC] - settings.max_regression
-            not_worse = candidate >= floor
+            score = getattr(champion, GATE_METRIC)
+            not_worse = candidate >= score - settings.max_regression
             reasons.append(
-                f"{GATE_METRIC} {candidate:.4f} {'>=' if not_worse else '<'} champion v{champion['version']} "
-                f"{champion[GATE_METRIC]:.4f} - allowed regression {settings.max_regression:.4f}"
+                f"{GATE_METRIC} {candidate:.4f} {'>=' if not_worse else '<'} champion v{champion.version} "
+                f"{score:.4f} - allowed regression {settings.max_regression:.4f}"
             )
         blessed = above_minimum and not_worse
-    return asdict(settings) | {"blessed": blessed, "reasons": reasons, "champion": champion}
+    return GateDecision(**asdict(settings), blessed=blessed, reasons=reasons, champion=champion)

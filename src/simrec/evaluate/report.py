@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from simrec.data.fashion_mnist import LABEL_NAMES, label_name
 from simrec.plots import plt
+from simrec.records import Evaluation
 
 
 def similar_items_grid(
@@ -113,3 +114,48 @@ def html_report(
             parts.append(f"<p>{html.escape(content)}</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+Section = tuple[str, str | Figure | tuple[list[list[Any]], list[str]]]
+
+
+def evaluation_report(evaluation: Evaluation, figures: dict[str, Figure], model_name: str) -> str:
+    """Evaluate's page: the gate's decision, the metric tables, the index, the segments, the pictures."""
+    gate = evaluation.gate
+    verdict = f"{'BLESSED' if gate.blessed else 'NOT BLESSED'} (mode {gate.mode}): " + "; ".join(gate.reasons)
+    sections: list[Section] = [("Gate", verdict)]
+    sections += _retrieval_tables(evaluation)
+    ann = {k: v for k, v in evaluation.metrics.items() if k.startswith(("ann_", "exact_"))}
+    sections.append(("Nearest-neighbour index", ([[k, v] for k, v in ann.items()], ["measure", "value"])))
+    segments = evaluation.segments
+    sections.append(
+        (
+            "Catalogue segments (DBSCAN on the map)",
+            f"{segments['clusters']} clusters over {segments['points']} test items, sizes "
+            f"{segments['sizes']}, {segments['noise']} noise points",
+        )
+    )
+    sections += [(name.removesuffix(".png").replace("_", " "), figure) for name, figure in figures.items()]
+    return html_report(f"{model_name}: evaluation of model {evaluation.model_id[:12]}", sections)
+
+
+def _retrieval_tables(evaluation: Evaluation) -> list[Section]:
+    """Each protocol's metrics for every scorer (model, raw pixels, champion), and recall@1 per class."""
+    results = evaluation.results
+    names = list(results["model"]["all"]["metrics"])
+    sections: list[Section] = []
+    for protocol, heading in (("all", "All classes"), ("unseen", "Classes held out of training")):
+        if protocol not in results["model"]:
+            continue
+        rows = [
+            [scorer, *(results[scorer][protocol]["metrics"][name] for name in names)] for scorer in results
+        ]
+        classes = ", ".join(LABEL_NAMES[c] for c in evaluation.training.exclude_classes)
+        title = heading + (f" ({classes})" if protocol == "unseen" else "")
+        sections.append((f"{title}: test items against the train gallery, cosine", (rows, ["", *names])))
+    per_class = [
+        [LABEL_NAMES[int(c)], *(results[s]["all"]["per_class_recall_at_1"][c] for s in results)]
+        for c in results["model"]["all"]["per_class_recall_at_1"]
+    ]
+    sections.append(("recall@1 per class", (per_class, ["class", *results])))
+    return sections

@@ -1,11 +1,12 @@
-"""Deploy and rollback on a cluster: a canary rollout of the KServe InferenceService (Serverless mode).
+"""The deploy step's KServe layer: a canary rollout of the InferenceService (Serverless mode), and
+rolling the traffic back.
 
-deploy:   replace the InferenceService's spec with the new model version and `canaryTrafficPercent`;
-          wait until the new revision is Ready and takes its share; then remove the field (KServe
-          promotes the latest ready revision to 100%), or leave the canary when asked to. A revision that
-          fails (a False condition, a failed model load) or is not Ready in time is rolled back: the field
-          is set to 0, so the revision rolled out before keeps 100%, and the step fails with the reason.
-rollback: the same 0 by hand: the previous rolled-out revision gets all traffic again.
+roll_out:  replace the InferenceService's spec with the new model version and `canaryTrafficPercent`;
+           wait until the new revision is Ready and takes its share; then remove the field (KServe
+           promotes the latest ready revision to 100%), or leave the canary when asked to. A revision that
+           fails (a False condition, a failed model load) or is not Ready in time is rolled back: the field
+           is set to 0, so the revision rolled out before keeps 100%, and the step fails with the reason.
+roll_back: the same 0 by hand: the previous rolled-out revision gets all traffic again.
 
 Only KServe's status is read: status.conditions, status.modelStatus and status.components.predictor
 (latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision,
@@ -222,7 +223,7 @@ def _wait(
         time.sleep(poll_s)
 
 
-def deploy(
+def roll_out(
     services: InferenceServices,
     manifest: dict[str, Any],
     *,
@@ -234,31 +235,61 @@ def deploy(
     """Rolls `manifest` (render_inference_service's, without canaryTrafficPercent) out; RolloutFailed
     (the previous revision keeps all traffic) when the new revision does not become Ready."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    where = f"{namespace}/{name}"
     existing = services.get(namespace, name)
     body = copy.deepcopy(manifest)
     body["spec"]["predictor"].pop(CANARY, None)
     if existing is None:
-        # The first revision takes all traffic (KServe ignores a canary with nothing rolled out before).
-        services.create(body)
-        status, problem = _wait(
-            services,
-            namespace,
-            name,
-            lambda s: _serves(s, 100),
-            timeout_s=timeout_s,
-            poll_s=poll_s,
-            fresh=lambda s: s.created is not None,
-        )
-        if problem:
-            record = {"outcome": "refused", "inference_service": where, "reason": problem}
-            record["rollback"] = "nothing served before: the new InferenceService stays, not ready"
-            raise RolloutFailed(f"{where}: {problem}; nothing served before", record)
-        assert status is not None
-        return {"outcome": "serving", "inference_service": where, "revision": status.latest_ready} | {
-            "status": status.summary()
-        }
+        return _create(services, body, timeout_s=timeout_s, poll_s=poll_s)
+    return _roll_out_over(
+        services,
+        body,
+        existing,
+        canary_percent=canary_percent,
+        promote=promote,
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+    )
 
+
+def _create(
+    services: InferenceServices, body: dict[str, Any], *, timeout_s: float, poll_s: float
+) -> dict[str, Any]:
+    """The first revision takes all traffic (KServe ignores a canary with nothing rolled out before)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    where = f"{namespace}/{name}"
+    services.create(body)
+    status, problem = _wait(
+        services,
+        namespace,
+        name,
+        lambda s: _serves(s, 100),
+        timeout_s=timeout_s,
+        poll_s=poll_s,
+        fresh=lambda s: s.created is not None,
+    )
+    if problem:
+        record = {"outcome": "refused", "inference_service": where, "reason": problem}
+        record["rollback"] = "nothing served before: the new InferenceService stays, not ready"
+        raise RolloutFailed(f"{where}: {problem}; nothing served before", record)
+    assert status is not None
+    return {"outcome": "serving", "inference_service": where, "revision": status.latest_ready} | {
+        "status": status.summary()
+    }
+
+
+def _roll_out_over(
+    services: InferenceServices,
+    body: dict[str, Any],
+    existing: dict[str, Any],
+    *,
+    canary_percent: int,
+    promote: bool,
+    timeout_s: float,
+    poll_s: float,
+) -> dict[str, Any]:
+    """A new revision beside the rolled-out one: staged at 0%, then the canary share, then (when asked
+    to) promoted; rolled back to the stable revision when any stage fails."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     before, new_revision, staged = _update(services, body, existing)
     stable = before.rolled_out
 
@@ -286,7 +317,7 @@ def deploy(
         _roll_back_after(services, namespace, name, before, problem, poll_s)
     assert status is not None
     outcome = "canary" if staged and canary_percent < 100 and not promote else "serving"
-    record = {"outcome": outcome, "inference_service": where, "revision": status.latest_ready}
+    record = {"outcome": outcome, "inference_service": f"{namespace}/{name}", "revision": status.latest_ready}
     if outcome == "canary":
         record |= {"canary_percent": canary_percent, "stable_revision": stable}
     return record | {"previous_revision": stable, "status": status.summary()}
@@ -375,7 +406,7 @@ def _roll_back_after(
     raise RolloutFailed(f"{where}: {problem}; rolled back: {stable} serves all traffic", record)
 
 
-def rollback(
+def roll_back(
     services: InferenceServices, namespace: str, name: str, *, timeout_s: float = 300.0, poll_s: float = 2.0
 ) -> dict[str, Any]:
     """Sends all traffic back to the revision rolled out before the latest one (canaryTrafficPercent 0):

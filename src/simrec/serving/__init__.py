@@ -2,8 +2,8 @@
 
 schemas   request and response bodies (the OpenAPI description is generated from them)
 inputs    turning request values (base64 PNG, pixel lists, v2 tensors) into pixel arrays
-state     the served versions: deploy beside the old one, smoke check, atomic switch, rollback,
-          live catalogue additions
+state     the served versions: swap_in (a deploy: load beside the old one, smoke check, atomic switch),
+          swap_back (a rollback), live catalogue additions
 guard     ASGI middleware: bearer token, body size limit, content type
 app       the routes: friendly JSON, Open Inference Protocol v2, admin, web page
 cli       `simrec serve`

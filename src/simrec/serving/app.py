@@ -334,11 +334,11 @@ def _admin_routes(
     def deploy(request: s.DeployRequest) -> dict[str, Any]:
         """Load a package from the server's package root (relative to it, or an absolute path under it)
         beside the serving version, check it, then switch."""
-        return state.deploy(str(state.package_in_root(request.package)), request.version)
+        return state.swap_in(str(state.package_in_root(request.package)), request.version)
 
     @app.post("/admin/rollback", tags=["admin"], dependencies=[admin_bearer])
     def rollback() -> dict[str, Any]:
-        return state.rollback()
+        return state.swap_back()
 
     @app.get("/admin/status", tags=["admin"], dependencies=[admin_bearer])
     async def status() -> dict[str, Any]:

@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def load_first() -> None:
         try:
-            state.deploy(args.package, args.version)
+            state.swap_in(args.package, args.version)
         except Refused as refused:
             log.error("not serving %s: %s", args.package, refused.reason)
 

@@ -1,9 +1,10 @@
 """What the server is serving, and the only code that changes it.
 
 Requests read `state.current` once and use that object to the end, so a switch (one attribute
-assignment, atomic in Python) never mixes two versions inside one answer. Deploy, rollback and catalogue
-additions build the next object completely beside the serving one and then switch; one admin lock keeps
-them from interleaving. The previous version stays loaded, so a rollback is a switch too."""
+assignment, atomic in Python) never mixes two versions inside one answer. A deploy (`swap_in`), a rollback
+(`swap_back`) and catalogue additions build the next object completely beside the serving one and then
+switch; one admin lock keeps them from interleaving. The previous version stays loaded, so a rollback is a
+switch too."""
 
 from __future__ import annotations
 
@@ -113,8 +114,8 @@ class ServingState:
             raise Refused(PACKAGE_REFUSED, 400)
         return resolved
 
-    def deploy(self, package: str, version: str) -> dict[str, Any]:
-        """Loads the package beside the serving version, warms it up, checks its smoke queries, then
+    def swap_in(self, package: str, version: str) -> dict[str, Any]:
+        """Deploy: loads the package beside the serving version, warms it up, checks its smoke queries, then
         switches. Any failure raises Refused and leaves the serving version as it was."""
         self._locked("deploy")
         try:
@@ -150,7 +151,8 @@ class ServingState:
             raise Refused(f"smoke queries answer differently than when the package was built: {problems[:3]}")
         return recommender
 
-    def rollback(self) -> dict[str, Any]:
+    def swap_back(self) -> dict[str, Any]:
+        """Rollback: switches back to the version served before the last swap (it stays loaded)."""
         self._locked("rollback")
         try:
             if self.previous is None:

@@ -26,8 +26,10 @@ import requests
 from simrec.files import write_json_atomic
 from simrec.paths import CHECKOUT, envs_dir
 from simrec.progress import report
+from simrec.records import Registration, read_record
 from simrec.runner.containers import SERVE_IMAGE_ENV
-from simrec.serving.admin_client import DeployError, deploy, rollback
+from simrec.serving import admin_client
+from simrec.serving.admin_client import DeployError
 from simrec.serving.cli import ADMIN_TOKEN_VARIABLE, TOKEN_VARIABLE
 
 PACKAGES = "packages"  # the local server's package root, inside its state folder
@@ -261,9 +263,9 @@ def deploy_main(argv: list[str] | None = None) -> None:
             _report({"outcome": "nothing to deploy", "reason": f"{name} has no {alias} yet"}, args.result_out)
             return
         if args.registered:
-            print(f"register: {json.loads(args.registered.read_text()).get('decision')}")
+            print(f"register: {read_record(Registration, args.registered, 'a registration record').decision}")
     if args.kserve:
-        _deploy_to_kserve(args)
+        _roll_out_to_kserve(args)
         return
     if args.package:
         package, version = args.package, args.version
@@ -277,13 +279,13 @@ def deploy_main(argv: list[str] | None = None) -> None:
     url, token = _server(args)
     if not args.server:
         package = _in_package_root(Path(package), version, args.state_dir or default_state_dir())
-    answer = deploy(url, token, package, version) | {"server": url}
+    answer = admin_client.deploy(url, token, package, version) | {"server": url}
     _report(answer, args.result_out)
     serving = answer.get("serving") or {}
     report(f"{answer.get('outcome')}: {url} serves version {serving.get('version')}")
 
 
-def _deploy_to_kserve(args: argparse.Namespace) -> None:
+def _roll_out_to_kserve(args: argparse.Namespace) -> None:
     from simrec.kserve import rollout
     from simrec.kserve.manifest import ServedModel, render_inference_service
 
@@ -299,7 +301,7 @@ def _deploy_to_kserve(args: argparse.Namespace) -> None:
     manifest = render_inference_service(rollout.endpoint(settings), model)
     described = {"model": {"name": model.name, "version": model.version, "storage_uri": model.storage_uri}}
     try:
-        answer = rollout.deploy(
+        answer = rollout.roll_out(
             rollout.InferenceServices(),
             manifest,
             canary_percent=settings.canary_percent,
@@ -316,7 +318,7 @@ def _deploy_to_kserve(args: argparse.Namespace) -> None:
 
 
 def rollback_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="simrec rollback", description=rollback.__doc__)
+    parser = argparse.ArgumentParser(prog="simrec rollback", description=admin_client.rollback.__doc__)
     _add_server_flags(parser)
     args = parser.parse_args(argv)
     if args.kserve:
@@ -324,7 +326,7 @@ def rollback_main(argv: list[str] | None = None) -> None:
 
         settings = rollout.settings_from_json(args.kserve)
         services = rollout.InferenceServices()
-        answer = rollout.rollback(
+        answer = rollout.roll_back(
             services,
             rollout.namespace(settings),
             settings.name,
@@ -334,4 +336,4 @@ def rollback_main(argv: list[str] | None = None) -> None:
         _report(answer, args.result_out)
         return
     url, token = _server(args)
-    _report(rollback(url, token) | {"server": url}, args.result_out)
+    _report(admin_client.rollback(url, token) | {"server": url}, args.result_out)

@@ -19,6 +19,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -29,6 +30,7 @@ from simrec.data.lake import commit_append, plan_append, table_uri
 from simrec.errors import InputError
 from simrec.files import write_json_atomic
 from simrec.progress import report
+from simrec.records import Lineage
 
 log = logging.getLogger(__name__)
 BATCH_TABLES = ("train", "test")
@@ -51,9 +53,10 @@ def ingest(
     batch: Path | None = None,
     batch_table: str = "train",
     download_dir: Path | None = None,
-) -> dict[str, object]:
-    """Writes the catalogue tables under lake_uri and returns the lineage record. `spark` may be a function
-    that starts a session: it is called only if a table changes."""
+) -> dict[str, Any]:
+    """Writes the catalogue tables under lake_uri and returns the lineage record (records.Lineage, as the
+    JSON data the step writes). `spark` may be a function that starts a session: it is called only if a
+    table changes."""
     if batch_table not in BATCH_TABLES:
         raise InputError(f"batch table must be one of {BATCH_TABLES}, got {batch_table!r}")
     download_dir = download_dir or default_download_dir(lake_uri)
@@ -77,7 +80,7 @@ def ingest(
         log.info("table %s: version %d, %d rows (%d added)", name, state.version, state.rows, state.added)
         tables[name] = state.lineage()
     # No timestamps here: the lineage changes only when a table does, so downstream tasks stay cached.
-    return {"tables": tables, "sources": sources}
+    return Lineage.model_validate({"tables": tables, "sources": sources}).model_dump(mode="json")
 
 
 def build_parser() -> argparse.ArgumentParser:

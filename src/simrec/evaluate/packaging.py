@@ -1,0 +1,79 @@
+"""The candidate as a recommender package: its nearest-neighbour index built and measured against exact
+search, then the package written around that same index, with the ONNX model that will serve checked
+against Keras's vectors (a package whose ONNX model disagrees is never built)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simrec.evaluate.measure import Catalogue, ann_quality
+from simrec.index import IndexSpec, build_index
+from simrec.recommender import MANIFEST_FILE, write_package
+
+SMOKE_QUERIES = 3  # test items whose answers the package records, to be asked again wherever it loads
+
+
+@dataclass(frozen=True)
+class Packaged:
+    index: Any  # the faiss index the package serves
+    index_seconds: float
+    ann: dict[str, float]  # ann_quality's measures
+    onnx: dict[str, Any]  # the manifest's ONNX section (opset, agreement)
+
+    def metrics(self) -> dict[str, float]:
+        """The index's and the ONNX export's measures, as evaluation metrics."""
+        agreement = self.onnx["agreement"]
+        return (
+            self.ann
+            | {
+                "index_build_seconds": self.index_seconds,
+                "onnx_max_abs_diff": agreement["max_abs_diff"],
+                "onnx_mean_abs_diff": agreement["mean_abs_diff"],
+            }
+            | ({"onnx_top5_identical": agreement["top5_identical"]} if "top5_identical" in agreement else {})
+        )
+
+    def agreement_reason(self) -> str:
+        """The ONNX check, in the gate's words (it passed: else there would be no package)."""
+        agreement = self.onnx["agreement"]
+        return (
+            f"ONNX model (opset {self.onnx['opset']}) agrees with Keras: max |difference| "
+            f"{agreement['max_abs_diff']:.1e} <= {agreement['tolerance']:.0e} over "
+            f"{agreement['images']} test images (else no package would have been built)"
+        )
+
+
+def package_candidate(
+    package_out: Path,
+    model_file: Path,
+    catalogue: Catalogue,
+    vectors: np.ndarray,
+    index_spec: IndexSpec,
+    extra: dict[str, Any],
+) -> Packaged:
+    """Builds and measures the index over `vectors`, and writes the package (PackageError when its ONNX
+    model disagrees with `vectors` beyond the tolerance, on the whole test split)."""
+    items = catalogue.items
+    timer = time.perf_counter()
+    index = build_index(vectors, index_spec)
+    index_seconds = time.perf_counter() - timer
+    ann = ann_quality(index, vectors, catalogue.labels, catalogue.where("test"))
+    write_package(
+        package_out,
+        model_file,
+        items,
+        vectors,
+        index_spec,
+        smoke_items=list(items["item_id"].iloc[catalogue.where("test")[:SMOKE_QUERIES]]),
+        extra=extra,
+        index=index,  # built and measured above: the package serves that same index
+        agreement_rows=np.flatnonzero(items["table"].to_numpy() == "test"),
+    )
+    onnx = json.loads((package_out / MANIFEST_FILE).read_text())["onnx"]
+    return Packaged(index, index_seconds, ann, onnx)
