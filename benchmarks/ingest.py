@@ -28,7 +28,7 @@ from pyspark.sql import SparkSession
 from simrec.data.catalogue import load_fashion_mnist
 from simrec.data.fashion_mnist import OFFICIAL_SHA256
 from simrec.data.lake import ITEM_SCHEMA
-from simrec.spark import get_spark
+from simrec.infra.spark import get_spark
 from simrec.steps.ingest import ingest
 
 T = TypeVar("T")

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _ort_session(path: Path, intra: int, spinning: bool, arena: bool, level: str):
     import onnxruntime as ort
 
-    from simrec.onnx_embedding import session_options
+    from simrec.embedding.onnx_model import session_options
 
     options = session_options(intra)
     if spinning:  # session_options switches it off
@@ -43,7 +43,7 @@ def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
-    from simrec.embedding import EmbeddingModel
+    from simrec.embedding.keras_model import EmbeddingModel
 
     model = EmbeddingModel(path)
     return model._forward
@@ -57,8 +57,8 @@ def main() -> None:
     args = parser.parse_args()
     import pandas as pd
 
-    from simrec.codec import decode_png
-    from simrec.index import load_index, search
+    from simrec.data.codec import decode_png
+    from simrec.retrieval.index import load_index, search
 
     manifest = json.loads((args.package / "recommender.json").read_text())
     onnx_file = args.package / "embedding.onnx"
@@ -86,7 +86,7 @@ def main() -> None:
         return {
             "json.loads of a /similar body": lambda: json.loads(body),
             "base64 decode": lambda: base64.b64decode(json.loads(body)["image"]),
-            "PNG decode (simrec.codec)": lambda: decode_png(pngs[0]),
+            "PNG decode (simrec.data.codec)": lambda: decode_png(pngs[0]),
             "HNSW search, 1 query, top-5": lambda: search(index, vector, 5),
         }
 

@@ -30,8 +30,9 @@ import pandas as pd
 import tensorflow as tf
 
 from simrec.data.catalogue import load_fashion_mnist
-from simrec.descriptors import GradientHistogram
-from simrec.embedding import EmbeddingModel, pixel_vectors
+from simrec.embedding.descriptors import GradientHistogram
+from simrec.embedding.embedder import pixel_vectors
+from simrec.embedding.keras_model import EmbeddingModel
 from simrec.evaluate.measure import Catalogue, measure
 from simrec.train.data import Arrays, memory_source
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training

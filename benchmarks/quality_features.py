@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 from quality import load_catalogue
 
-from simrec.embedding import pixel_vectors
+from simrec.embedding.embedder import pixel_vectors
 from simrec.evaluate.measure import measure
 
 

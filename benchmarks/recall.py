@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from pyspark.sql import SparkSession
 
-from simrec.retrieval import recall_at_k, top_k
+from simrec.retrieval.exact import recall_at_k, top_k
 from simrec.train.data import Arrays, read_table
 from simrec.train.loop import EMBEDDING_MODEL_FILE, embed
 
@@ -30,7 +30,7 @@ def test_recall_at_1(spark: SparkSession, lineage: dict[str, Any], model_dir: Pa
 
 
 def main() -> None:
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_folder", type=Path)

@@ -61,8 +61,8 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
     import tensorflow as tf
 
     from simrec.data.catalogue import Items, load_fashion_mnist
-    from simrec.embedding import EmbeddingModel
-    from simrec.recommender import write_package
+    from simrec.embedding.keras_model import EmbeddingModel
+    from simrec.recommender.package import write_package
     from simrec.train.model import build_embedding_model, inference_model
     from simrec.train.params import TrainParams
 
@@ -78,7 +78,7 @@ def build(workdir: Path) -> tuple[Path, list[str]]:
         inference_model(embedder, defaults.flip_average, defaults.pixel_weight, defaults.hog_weight).save(
             model_file
         )
-    from simrec.codec import decode_png
+    from simrec.data.codec import decode_png
 
     vectors_file = workdir / "model" / "vectors.npy"
     if vectors_file.exists():  # an interrupted earlier build
@@ -126,7 +126,7 @@ from PIL import Image
 class NaiveSimilar(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         import tensorflow as tf
-        import simrec.descriptors  # registers the HOG layer a model with hog_weight > 0 holds
+        import simrec.embedding.descriptors  # registers the HOG layer a model with hog_weight > 0 holds
 
         self.model = tf.keras.models.load_model(context.artifacts["model"], compile=False)
         self.vectors = np.load(context.artifacts["vectors"])

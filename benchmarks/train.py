@@ -19,7 +19,7 @@ import numpy as np
 from petastorm.spark import SparkDatasetConverter
 from recall import test_recall_at_1
 
-from simrec.spark import get_spark
+from simrec.infra.spark import get_spark
 from simrec.steps.ingest import ingest
 from simrec.steps.train import train
 from simrec.train.data import petastorm_source, read_table, split

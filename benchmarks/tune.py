@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 
 from simrec.config import load_config
-from simrec.spark import get_spark
+from simrec.infra.spark import get_spark
 from simrec.steps.ingest import ingest
 from simrec.steps.tune import tune
 from simrec.train.params import TrainParams, train_component_defaults

@@ -21,7 +21,7 @@ from datagen import class_image
 
 def catalogue_items(count: int = 300, seed: int = 0, prefix: str = "item") -> pd.DataFrame:
     """Generated catalogue items (item_id, label, label_name, image PNG, and pixels for convenience)."""
-    from simrec.codec import encode_png
+    from simrec.data.codec import encode_png
     from simrec.data.fashion_mnist import LABEL_NAMES
 
     rng = random.Random(seed)
@@ -52,8 +52,8 @@ def embedding_model_file(folder: Path, seed: int = 0, dim: int = 16) -> Path:
 
 def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
     """A complete recommender package in `folder` (model, HNSW index, items, manifest)."""
-    from simrec.embedding import EmbeddingModel
-    from simrec.recommender import write_package
+    from simrec.embedding.keras_model import EmbeddingModel
+    from simrec.recommender.package import write_package
 
     model_file = embedding_model_file(folder.parent / f"{folder.name}-model", seed)
     items = catalogue_items(count, seed)
@@ -64,7 +64,7 @@ def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
 def build_in_steps_env(*packages: tuple[Path, int, int]) -> list[Path]:
     """build_package(folder, count, seed) for each, run by the steps environment's Python (from the serve
     environment's tests), all in one process: TensorFlow's start is most of a small package's time."""
-    from simrec import paths
+    from simrec.infra import paths
 
     program = paths.envs_dir() / "steps" / "bin" / "python"
     here = Path(__file__).resolve().parent
@@ -82,7 +82,7 @@ def build_in_steps_env(*packages: tuple[Path, int, int]) -> list[Path]:
 
 def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
     """The validate step as the pipeline runs it: `simrec validate` in the serve environment."""
-    from simrec import paths
+    from simrec.infra import paths
 
     program = paths.envs_dir() / "serve" / "bin" / "simrec"
     command = [str(program), "validate", "--package", str(package)]

@@ -10,8 +10,8 @@ import os
 import sys
 from typing import NamedTuple
 
-from simrec import paths
-from simrec.errors import InputError
+from simrec.infra import paths
+from simrec.infra.errors import InputError
 
 
 class Command(NamedTuple):
@@ -60,7 +60,7 @@ SUBCOMMANDS = {
         "step: retrieval metrics, ANN index, package, blessing gate",
     ),
     "export-onnx": Command(
-        "simrec.onnx_export:main",
+        "simrec.embedding.onnx_export:main",
         "steps",
         "add embedding.onnx to a recommender package (re-export)",
     ),
@@ -75,7 +75,7 @@ SUBCOMMANDS = {
         "step: the validated model as a new registered version",
     ),
     "lineage": Command(
-        "simrec.model_lineage:main",
+        "simrec.registry.lineage:main",
         "steps",
         "print a registered version's chain back to data and code",
     ),
@@ -121,7 +121,7 @@ def _the_runs_store(required: bool) -> None:
     if "MLFLOW_TRACKING_URI" in os.environ or not (paths.conf_dir() / "embedded").is_dir():
         return
     from simrec.config import load_config
-    from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV
+    from simrec.registry.tracking import ARTIFACT_ROOT_ENV
 
     storage = load_config("embedded").storage
     database = storage.mlflow_tracking_uri.removeprefix("sqlite:///")

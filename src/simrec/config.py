@@ -11,8 +11,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from simrec import paths
-from simrec.errors import InputError, validation_problems
+from simrec.infra import paths
+from simrec.infra.errors import InputError, validation_problems
 from simrec.records import GateMode
 from simrec.tune.space import parse_space, space_json
 

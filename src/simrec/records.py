@@ -19,8 +19,8 @@ from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
-from simrec.errors import InputError, validation_problems
-from simrec.files import write_json_atomic
+from simrec.infra.errors import InputError, validation_problems
+from simrec.infra.files import write_json_atomic
 
 # The one spelling of the gate's modes (config, evaluate's flag, the gate's record, register)
 GateMode = Literal["enabled", "dry-run", "disabled"]

@@ -21,7 +21,7 @@ from control_helpers import CHECKOUT, simrec
 from kfp import compiler, dsl, kubernetes
 
 from simrec.config import ConfigError, load_config
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.pipeline import backend
 from simrec.pipeline.definition import compile_pipeline
 from simrec.runner.placeholders import go_number, parameter_text, substitute

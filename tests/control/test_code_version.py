@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from simrec.code_version import git_sha
+from simrec.infra.code_version import git_sha
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -47,8 +47,8 @@ def test_outside_git_and_the_override(tmp_path, monkeypatch) -> None:
 
 
 def test_lineage_is_read_from_json_text_or_a_file(tmp_path) -> None:
-    from simrec.errors import InputError
-    from simrec.lineage import read_lineage
+    from simrec.data.lineage import read_lineage
+    from simrec.infra.errors import InputError
 
     text = '{"tables": {"train": {"uri": "/lake/train", "version": 3}}}'
     path = tmp_path / "lineage.json"

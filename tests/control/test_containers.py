@@ -14,7 +14,7 @@ import pytest
 import requests
 from control_helpers import CHECKOUT, simrec
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.runner import containers
 from simrec.runner.containers import ContainerMode, LocalImage
 

@@ -1,11 +1,11 @@
-"""simrec.files: atomic writes."""
+"""simrec.infra.files: atomic writes."""
 
 import json
 import stat
 
 import pytest
 
-from simrec.files import atomic_write, write_json_atomic
+from simrec.infra.files import atomic_write, write_json_atomic
 
 
 def test_an_atomic_write_gets_the_mode_open_would_give(tmp_path) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from simrec.progress import MARKER, progress_text
+from simrec.infra.progress import MARKER, progress_text
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.records import (
     GATE_MODES,
     Evaluation,

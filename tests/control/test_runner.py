@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from kfp import compiler, components, dsl
 
-from simrec import paths
-from simrec.errors import InputError
+from simrec.infra import paths
+from simrec.infra.errors import InputError
 from simrec.runner.embedded import EmbeddedRunner, environment_for
 from simrec.runner.ir import load_ir
 

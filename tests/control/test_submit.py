@@ -7,7 +7,7 @@ from control_helpers import simrec
 from kfp_stub import KfpStub
 
 import simrec as package
-from simrec.code_version import git_sha
+from simrec.infra.code_version import git_sha
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from conftest import ADMIN_TOKEN
 from pngs import bad_images, hostile_images, pattern, png
 from serve_helpers import b64, bearer
 
-from simrec.codec import decode_png
+from simrec.data.codec import decode_png
 from simrec.serving.state import PACKAGE_REFUSED
 
 
@@ -118,7 +118,7 @@ def test_similar_by_item_image_and_pixels(server, packages):
 
 
 def test_answers_equal_the_package(server, packages):
-    from simrec.recommender import Recommender
+    from simrec.recommender.package import Recommender
 
     recommender = Recommender(packages["v1"])
     ids = ["item-00003", "item-00100", "item-00299"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from serve_helpers import free_port
 
-from simrec.recommender import Neighbour
+from simrec.recommender.package import Neighbour
 from simrec.serving.admission import FIRST_RATE, Admission
 from simrec.serving.batcher import Batcher
 

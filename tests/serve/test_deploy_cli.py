@@ -13,7 +13,7 @@ import pytest
 import requests
 from serve_helpers import free_port, server_env
 
-from simrec.progress import MARKER
+from simrec.infra.progress import MARKER
 from simrec.steps.deploy import build_parser, deploy_main
 
 

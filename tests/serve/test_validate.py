@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from packages import run_validate
 
-from simrec import paths
-from simrec.errors import InputError
-from simrec.files import folder_sha256
-from simrec.pyfunc_checks import ValidationFailed, lock_pins
-from simrec.recommender import INDEX_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_FILE, Recommender
-from simrec.recommender_pyfunc import OUTPUT_COLUMNS, image_query, item_query
+from simrec.infra import paths
+from simrec.infra.errors import InputError
+from simrec.infra.files import folder_sha256
+from simrec.recommender.package import INDEX_FILE, MANIFEST_FILE, MODEL_FILE, ONNX_FILE, Recommender
+from simrec.recommender.pyfunc import OUTPUT_COLUMNS, image_query, item_query
+from simrec.recommender.pyfunc_checks import ValidationFailed, lock_pins
 from simrec.steps.validate import validate
 
 

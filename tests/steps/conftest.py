@@ -6,7 +6,7 @@ from datagen import write_dataset
 
 @pytest.fixture(scope="session")
 def spark():
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     session = get_spark("simrec-tests")
     yield session
@@ -55,7 +55,7 @@ def models(tmp_path_factory) -> list[tuple[Path, Path, str]]:
     from packages import build_package
     from registry_helpers import run_validate
 
-    from simrec.recommender import MANIFEST_FILE
+    from simrec.recommender.package import MANIFEST_FILE
 
     root = tmp_path_factory.mktemp("register")
     made = []

@@ -11,7 +11,7 @@ from typing import Any
 import packages
 import pytest
 
-from simrec import paths
+from simrec.infra import paths
 
 LINEAGE = {
     "tables": {
@@ -42,7 +42,7 @@ def training_run(params: dict[str, Any] = TRAIN_PARAMS) -> str:
     """A finished training run in the current store, as train leaves one."""
     import mlflow
 
-    from simrec.mlflow_tracking import start_run
+    from simrec.registry.tracking import start_run
 
     with start_run("simrec", run_name="train") as run:
         mlflow.log_params(params)

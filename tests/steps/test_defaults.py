@@ -2,7 +2,7 @@
 
 import pytest
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.steps.train import build_parser as train_parser
 from simrec.steps.tune import build_parser as tune_parser
 from simrec.steps.tune import main as tune_main

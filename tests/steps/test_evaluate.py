@@ -8,14 +8,14 @@ import pytest
 from deltalake import DeltaTable
 from packages import embedding_model_file
 
-from simrec.codec import decode_png
-from simrec.errors import InputError
+from simrec.data.codec import decode_png
+from simrec.data.lineage import read_lineage
 from simrec.evaluate.gate import GateSettings, decide
-from simrec.index import IndexSpec, build_index, load_index, save_index
-from simrec.lineage import read_lineage
-from simrec.recommender import Recommender
+from simrec.infra.errors import InputError
+from simrec.recommender.package import Recommender
 from simrec.records import GateChampion
-from simrec.retrieval import recall_at_k, top_k
+from simrec.retrieval.exact import recall_at_k, top_k
+from simrec.retrieval.index import IndexSpec, build_index, load_index, save_index
 from simrec.steps.evaluate import evaluate
 
 

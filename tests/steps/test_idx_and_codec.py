@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simrec.codec import ImageError, decode_png, encode_png, pixel_sha256
+from simrec.data.codec import ImageError, decode_png, encode_png, pixel_sha256
 from simrec.data.idx import read_idx, write_idx
-from simrec.errors import DataError
+from simrec.infra.errors import DataError
 
 
 def test_idx_round_trip(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simrec.descriptors import GradientHistogram
-from simrec.embedding import EmbeddingModel
-from simrec.errors import InputError
+from simrec.embedding.descriptors import GradientHistogram
+from simrec.embedding.keras_model import EmbeddingModel
+from simrec.infra.errors import InputError
 from simrec.train.loop import WARMUP_SHARE, learning_rate
 from simrec.train.model import build_embedding_model, inference_model
 from simrec.train.params import TrainParams

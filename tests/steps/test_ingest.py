@@ -18,12 +18,12 @@ from deltalake import DeltaTable
 from PIL import Image
 from pyspark.sql.types import StructField, StructType
 
-from simrec.codec import decode_png
-from simrec.crash_points import ENV as CRASH_AT
+from simrec.data.codec import decode_png
 from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import read_idx, write_idx
 from simrec.data.lake import INPUTS_KEY, ITEM_SCHEMA, current_version, table_uri
-from simrec.errors import DataError
+from simrec.infra.crash_points import ENV as CRASH_AT
+from simrec.infra.errors import DataError
 from simrec.steps.ingest import ingest, main
 
 

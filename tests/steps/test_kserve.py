@@ -22,12 +22,12 @@ from kserve_controller import KServeController
 from kube_api import KubeAPI, unique_namespace
 
 from simrec.config import ConfigError, KServeConfig, load_config
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.kserve import manifest as kserve
 from simrec.kserve import rollout
 from simrec.kserve.manifest import Endpoint, Resources, ServedModel, render_inference_service
 from simrec.kserve.rollout import InferenceServices, RolloutFailed
-from simrec.registry import cluster_uri
+from simrec.registry.models import cluster_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = str(ROOT / "src")
@@ -184,8 +184,8 @@ def test_cluster_uri_maps_proxied_artifacts_and_refuses_local_paths():
 
 
 def test_storage_uri_of_a_registered_version(tracking):
-    from simrec import registry
-    from simrec.mlflow_tracking import client
+    from simrec.registry import models as registry
+    from simrec.registry.tracking import client
 
     mlflow = client()
     mlflow.create_registered_model("simrec")

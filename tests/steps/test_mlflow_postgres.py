@@ -26,10 +26,11 @@ import requests
 from helm_charts import helm_program, one, render
 from registry_helpers import evaluation, training_run, write_json
 
-from simrec import paths, registry
 from simrec.cli import main as simrec
-from simrec.mlflow_tracking import PIPELINE_RUN_ENV
-from simrec.model_lineage import describe
+from simrec.infra import paths
+from simrec.registry import models as registry
+from simrec.registry.lineage import describe
+from simrec.registry.tracking import PIPELINE_RUN_ENV
 
 USER, PASSWORD = "simrec-pipeline", "pipeline-secret"  # the pipeline's account (Secret simrec-mlflow)
 # An '@' in the password is percent-encoded in the URI (%40), and percent signs are what the chart's start

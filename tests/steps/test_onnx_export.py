@@ -12,10 +12,11 @@ import tensorflow as tf
 from datagen import class_image
 from packages import build_package
 
-from simrec.embedding import EmbeddingModel, file_sha256
-from simrec.onnx_embedding import OnnxEmbeddingModel
-from simrec.onnx_export import OPSET, TOLERANCE, export_onnx, reexport_package
-from simrec.recommender import MANIFEST_FILE, ONNX_FILE, PackageError, Recommender
+from simrec.embedding.embedder import file_sha256
+from simrec.embedding.keras_model import EmbeddingModel
+from simrec.embedding.onnx_export import OPSET, TOLERANCE, export_onnx, reexport_package
+from simrec.embedding.onnx_model import OnnxEmbeddingModel
+from simrec.recommender.package import MANIFEST_FILE, ONNX_FILE, PackageError, Recommender
 from simrec.train.model import build_embedding_model, inference_model
 
 

@@ -13,14 +13,14 @@ import pytest
 from packages import build_package
 from registry_helpers import evaluation, run_validate, serve_simrec, training_run, write_json
 
-from simrec import registry
 from simrec.cli import main as simrec
-from simrec.errors import InputError
-from simrec.files import folder_sha256
-from simrec.mlflow_tracking import PIPELINE_RUN_ENV
-from simrec.recommender import MANIFEST_FILE
+from simrec.infra.errors import InputError
+from simrec.infra.files import folder_sha256
+from simrec.recommender.package import MANIFEST_FILE
 from simrec.records import GateDecision
-from simrec.registration import promotion
+from simrec.registry import models as registry
+from simrec.registry.registration import promotion
+from simrec.registry.tracking import PIPELINE_RUN_ENV
 from simrec.steps import register as register_step
 from simrec.steps.register import read_evaluation, read_validation
 

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from simrec import registry
 from simrec.cli import main as simrec
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
+from simrec.registry import models as registry
 
 
 def _two_versions() -> None:

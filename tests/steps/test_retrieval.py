@@ -1,6 +1,6 @@
 import numpy as np
 
-from simrec.retrieval import (
+from simrec.retrieval.exact import (
     map_at_k,
     per_class_recall,
     precision_at_k,

@@ -1,7 +1,7 @@
 """Finding 8 of the cluster day-one review: executor pods go in the driver pod's namespace and are owned by
 it (Spark's defaults are namespace `default` and no owner, so executors outlive a failed driver)."""
 
-from simrec.spark import driver_pod_settings
+from simrec.infra.spark import driver_pod_settings
 
 
 def test_the_driver_pods_fields_become_spark_settings() -> None:

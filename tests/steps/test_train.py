@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simrec.errors import InputError
-from simrec.lineage import read_lineage
+from simrec.data.lineage import read_lineage
+from simrec.infra.errors import InputError
 from simrec.steps.train import train
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 from simrec.train.params import TrainParams

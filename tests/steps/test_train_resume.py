@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from train_cli import hyperparameter_flags
 
-from simrec.crash_points import ENV as CRASH_AT
+from simrec.infra.crash_points import ENV as CRASH_AT
 
 SIMREC = Path(sys.executable).parent / "simrec"
 EPOCHS = 3

@@ -6,8 +6,8 @@ import mlflow
 import pytest
 from train_cli import hyperparameter_flags
 
-from simrec.errors import InputError
-from simrec.lineage import read_lineage
+from simrec.data.lineage import read_lineage
+from simrec.infra.errors import InputError
 from simrec.steps.train import main as train_main
 from simrec.steps.tune import main as tune_main
 from simrec.steps.tune import tune

@@ -15,14 +15,15 @@ from datagen import write_dataset
 from packages import embedding_model_file
 from serve_helpers import b64, server_env, start_server
 
-from simrec import paths
-from simrec.codec import decode_png
+from simrec.data.codec import decode_png
 from simrec.data.fashion_mnist import LABEL_NAMES
 from simrec.data.idx import write_idx
 from simrec.data.lake_reader import read_items
-from simrec.embedding import EmbeddingModel, pixel_vectors
+from simrec.embedding.embedder import pixel_vectors
+from simrec.embedding.keras_model import EmbeddingModel
 from simrec.evaluate.measure import Catalogue, catalogue_frame, measure
-from simrec.recommender import Recommender, write_package
+from simrec.infra import paths
+from simrec.recommender.package import Recommender, write_package
 from simrec.serving.admin_client import new_item
 from simrec.serving.schemas import NewItem
 from simrec.steps.ingest import ingest

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from simrec.codec import ImageError, decode_png, encode_png, pixel_sha256
+from simrec.data.codec import ImageError, decode_png, encode_png, pixel_sha256
 from simrec.data.fashion_mnist import LABEL_NAMES, SPLIT_FILES, locate
 from simrec.data.idx import IdxArray, read_idx
-from simrec.errors import DataError
+from simrec.infra.errors import DataError
 
 ITEM_COLUMNS = ["item_id", "label", "label_name", "image", "sha256", "source"]
 BATCH_LABELS_FILE = "labels.csv"

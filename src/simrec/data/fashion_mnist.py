@@ -9,8 +9,8 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from simrec.errors import DataError
-from simrec.files import atomic_write
+from simrec.infra.errors import DataError
+from simrec.infra.files import atomic_write
 
 OFFICIAL_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simrec.errors import DataError
+from simrec.infra.errors import DataError
 
 UBYTE = 0x08
 MAGIC_BY_NDIM = {1: 0x00000801, 3: 0x00000803}

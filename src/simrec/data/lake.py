@@ -20,7 +20,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from simrec.data.catalogue import Items
-from simrec.errors import DataError
+from simrec.infra.errors import DataError
 
 ITEM_SCHEMA = StructType(
     [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from simrec.errors import DataError
+from simrec.infra.errors import DataError
 
 COLUMNS = ["item_id", "label", "label_name", "image"]
 

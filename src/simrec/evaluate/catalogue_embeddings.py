@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from simrec.data.lake import current_version
-from simrec.embedding import EmbeddingModel, file_sha256
+from simrec.embedding.embedder import file_sha256
+from simrec.embedding.keras_model import EmbeddingModel
 
 EMBEDDINGS_TABLE = "embeddings"
 EMBEDDING_SCHEMA = StructType(

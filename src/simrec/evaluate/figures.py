@@ -9,7 +9,7 @@ import numpy as np
 
 from simrec.evaluate import report
 from simrec.evaluate.measure import Catalogue
-from simrec.index import search
+from simrec.retrieval.index import search
 
 MAP_SAMPLE = 2000  # test items drawn on the embedding map (t-SNE is quadratic-ish)
 

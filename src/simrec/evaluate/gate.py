@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.records import GATE_MODES, GateChampion, GateDecision
 
 GATE_METRIC = "recall_at_1"  # GateChampion's score field has the same name

@@ -13,10 +13,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from simrec.codec import decode_png
+from simrec.data.codec import decode_png
 from simrec.data.fashion_mnist import UNLABELLED
-from simrec.index import search
-from simrec.retrieval import per_class_recall, retrieval_metrics, top_k
+from simrec.retrieval.exact import per_class_recall, retrieval_metrics, top_k
+from simrec.retrieval.index import search
 
 ANN_TIMING_QUERIES = 1000
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from simrec.evaluate.measure import Catalogue, ann_quality
-from simrec.index import IndexSpec, build_index
-from simrec.recommender import MANIFEST_FILE, write_package
+from simrec.recommender.package import MANIFEST_FILE, write_package
+from simrec.retrieval.index import IndexSpec, build_index
 
 SMOKE_QUERIES = 3  # test items whose answers the package records, to be asked again wherever it loads
 

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from simrec.data.fashion_mnist import LABEL_NAMES, label_name
-from simrec.plots import plt
+from simrec.infra.plots import plt
 from simrec.records import Evaluation
 
 

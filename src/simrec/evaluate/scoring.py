@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 
-from simrec.embedding import pixel_vectors
+from simrec.embedding.embedder import pixel_vectors
 from simrec.evaluate.catalogue_embeddings import embed_catalogue, read_vectors
 from simrec.evaluate.gate import GATE_METRIC
 from simrec.evaluate.measure import Catalogue, measure

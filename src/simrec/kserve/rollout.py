@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from simrec.config import KServeConfig
-from simrec.errors import InputError, validation_problems
+from simrec.infra.errors import InputError, validation_problems
 from simrec.kserve.manifest import GROUP, PLURAL, VERSION, Endpoint, Resources, default_image
 
 # Conditions whose False means the new revision will not serve (KServe copies Knative's reason there).

@@ -12,10 +12,10 @@ from typing import Any
 
 import yaml
 
-from simrec import paths
-from simrec.code_version import git_sha
 from simrec.config import PROFILES, RunnerConfig, SimrecConfig, load_config
-from simrec.errors import InputError
+from simrec.infra import paths
+from simrec.infra.code_version import git_sha
+from simrec.infra.errors import InputError
 from simrec.pipeline.backend import SUPPORT_MATRIX
 from simrec.pipeline.definition import PIPELINE_NAME, compile_pipeline, pipeline_arguments
 

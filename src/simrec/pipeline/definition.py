@@ -14,12 +14,12 @@ from typing import Any
 import yaml
 from kfp import compiler, components, dsl, kubernetes
 
-from simrec import paths
 from simrec.config import SimrecConfig
-from simrec.errors import InputError
-from simrec.files import atomic_write
-from simrec.mlflow_tracking import ARTIFACT_ROOT_ENV, PIPELINE_RUN_ENV
+from simrec.infra import paths
+from simrec.infra.errors import InputError
+from simrec.infra.files import atomic_write
 from simrec.pipeline import backend
+from simrec.registry.tracking import ARTIFACT_ROOT_ENV, PIPELINE_RUN_ENV
 from simrec.train.params import TRAIN_COMPONENT, TrainParams, component_input_defaults
 
 PIPELINE_NAME = "simrec"
@@ -35,7 +35,7 @@ MLFLOW_KEYS = {key: key for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING
 POD_TEMPLATE_DIR = "/etc/simrec/spark"
 POD_TEMPLATE_KEY = "executor-pod-template.yaml"
 SPARK_GPU_DISCOVERY_SCRIPT = "/opt/spark/examples/src/main/scripts/getGpusResources.sh"
-# Env var -> downward API field of the task pod that drives Spark executor pods (read by simrec.spark).
+# Env var -> downward API field of the task pod that drives Spark executor pods (read by simrec.infra.spark).
 DRIVER_POD_FIELDS = {
     "SIMREC_POD_IP": "status.podIP",
     "SIMREC_POD_NAME": "metadata.name",

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from simrec import paths
+from simrec.infra import paths
 
 HEADER = "<!-- generated from component.yaml by `simrec docs`; edit the YAML, not this file -->"
 

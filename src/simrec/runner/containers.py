@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simrec import paths
-from simrec.errors import InputError
+from simrec.infra import paths
+from simrec.infra.errors import InputError
 
 LOCAL_MARKER = "-local"  # scripts/build-images --local-base: simrec/<image>:<version>-local
 SERVE_IMAGE_ENV = "SIMREC_SERVE_IMAGE"  # deploy starts its local server from this image

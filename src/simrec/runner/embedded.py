@@ -39,11 +39,11 @@ from kfp import dsl
 from kfp.local import executor_input_utils
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from simrec import paths
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
-from simrec.mlflow_tracking import PIPELINE_RUN_ENV
-from simrec.progress import progress_text
+from simrec.infra import paths
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
+from simrec.infra.progress import progress_text
+from simrec.registry.tracking import PIPELINE_RUN_ENV
 from simrec.runner import containers
 from simrec.runner.containers import ContainerMode, LocalImage, image_name
 from simrec.runner.ir import PipelineIR, Task

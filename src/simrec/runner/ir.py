@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 
 
 @dataclass(frozen=True)

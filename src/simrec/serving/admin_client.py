@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import requests
 
-from simrec.errors import InputError
-from simrec.recommender import item_label
+from simrec.infra.errors import InputError
+from simrec.recommender.package import item_label
 
 DEPLOY_TIMEOUT_S = 600.0  # loading a large package and its smoke queries takes a while
 ITEMS_PER_REQUEST = 500  # ~0.7 MB of base64 PNGs

@@ -22,8 +22,8 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from simrec.errors import InputError, validation_problems
-from simrec.recommender import Neighbour, item_label
+from simrec.infra.errors import InputError, validation_problems
+from simrec.recommender.package import Neighbour, item_label
 from simrec.serving import schemas as s
 from simrec.serving.admission import Admission, Shed
 from simrec.serving.batcher import Batcher

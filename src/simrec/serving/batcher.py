@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simrec.recommender import Neighbour, Recommender
+from simrec.recommender.package import Neighbour, Recommender
 
 Answer = tuple[list[list[Neighbour]] | None, BaseException | None]
 

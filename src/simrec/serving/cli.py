@@ -11,8 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from simrec.errors import InputError
-from simrec.model_runtimes import RUNTIMES
+from simrec.embedding.runtimes import RUNTIMES
+from simrec.infra.errors import InputError
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def limit_threads(threads: int, model_threads: int = 1, runtime: str = "onnx") -> None:
-    """Before any model loads. ONNX Runtime takes its threads per session (simrec.onnx_embedding);
+    """Before any model loads. ONNX Runtime takes its threads per session (simrec.embedding.onnx_model);
     TensorFlow's pools are fixed at first use, and each model thread runs one batch's graph at a time, so
     it needs as many inter-op threads to run them side by side."""
     if runtime == "keras":

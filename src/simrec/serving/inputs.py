@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from simrec.codec import IMAGE_SIZE, decode_png
-from simrec.errors import InputError
+from simrec.data.codec import IMAGE_SIZE, decode_png
+from simrec.infra.errors import InputError
 from simrec.serving.schemas import MAX_BATCH, MAX_K, RequestInput
 
 PIXEL_DATATYPES = {"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}

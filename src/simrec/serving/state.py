@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simrec.errors import InputError
-from simrec.recommender import ITEM_COLUMNS, Recommender
+from simrec.infra.errors import InputError
+from simrec.recommender.package import ITEM_COLUMNS, Recommender
 
 log = logging.getLogger(__name__)
 HISTORY_SIZE = 50
@@ -72,7 +72,7 @@ class ServingState:
         self, model_name: str, package_root: Path | None = None, runtime: str = "onnx", threads: int = 1
     ) -> None:
         """package_root: the folder admin deploys may load packages from (None: none); runtime and
-        threads: how packages run their embedding model (simrec.recommender.Recommender)."""
+        threads: how packages run their embedding model (simrec.recommender.package.Recommender)."""
         self.model_name = model_name
         self.runtime = runtime
         self.threads = threads

@@ -23,9 +23,9 @@ from typing import Any
 
 import requests
 
-from simrec.files import write_json_atomic
-from simrec.paths import CHECKOUT, envs_dir
-from simrec.progress import report
+from simrec.infra.files import write_json_atomic
+from simrec.infra.paths import CHECKOUT, envs_dir
+from simrec.infra.progress import report
 from simrec.records import Registration, read_record
 from simrec.runner.containers import SERVE_IMAGE_ENV
 from simrec.serving import admin_client
@@ -255,7 +255,7 @@ def deploy_main(argv: list[str] | None = None) -> None:
     if args.storage_uri and not args.kserve:
         parser.error("--storage-uri is for --kserve")
     if args.ref:
-        from simrec import registry  # steps env, written with the register step; only needed here
+        from simrec.registry import models as registry
 
         name, by_alias, alias = args.ref.partition("@")
         if by_alias and registry.aliased(name, alias) is None:
@@ -293,7 +293,7 @@ def _roll_out_to_kserve(args: argparse.Namespace) -> None:
     if args.storage_uri:
         model = ServedModel(MODEL_BY_HAND, args.version, args.storage_uri)
     else:
-        from simrec import registry
+        from simrec.registry import models as registry
 
         resolved = registry.resolve(args.ref)
         location = registry.storage_uri(resolved, settings.artifacts_destination)

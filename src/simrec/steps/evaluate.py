@@ -13,10 +13,9 @@ from typing import Any
 import mlflow
 from pyspark.sql import SparkSession
 
-from simrec import progress
 from simrec.data.fashion_mnist import format_classes, parse_classes
 from simrec.data.lake import table_uri
-from simrec.errors import InputError
+from simrec.data.lineage import read_lineage
 from simrec.evaluate import report
 from simrec.evaluate.catalogue_embeddings import EMBEDDINGS_TABLE
 from simrec.evaluate.figures import evaluation_figures
@@ -24,19 +23,20 @@ from simrec.evaluate.gate import GATE_MODES, GateSettings, decide
 from simrec.evaluate.measure import Catalogue, catalogue_frame
 from simrec.evaluate.packaging import package_candidate
 from simrec.evaluate.scoring import flat_metrics, score
-from simrec.files import atomic_write, write_json_atomic
-from simrec.index import DEFAULT_SPEC, IndexSpec
-from simrec.kfp_output import write_artifact_metadata
-from simrec.lineage import read_lineage
-from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.infra import progress
+from simrec.infra.errors import InputError
+from simrec.infra.files import atomic_write, write_json_atomic
+from simrec.infra.kfp_output import write_artifact_metadata
 from simrec.records import Evaluation, Training, write_record
+from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 
 
 def _champion_model(model_name: str, workdir: Path) -> tuple[str, Path] | None:
     """(version, embedding model file) of the registered model's current champion, if it has one."""
-    from simrec import registry
+    from simrec.registry import models as registry
 
     version = registry.champion(model_name)
     if version is None:
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     gate = GateSettings(args.gate_mode, args.min_recall_at_1, args.max_regression)
     index_spec = IndexSpec(m=args.index_m, ef_search=args.index_ef_search)
     lineage = read_lineage(args.lineage)
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     evaluation, page = evaluate(
         get_spark("simrec-evaluate"),

@@ -23,13 +23,13 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
-from simrec.crash_points import crash_point
 from simrec.data.catalogue import Items, load_batch, load_fashion_mnist
 from simrec.data.fashion_mnist import expected_checksums
 from simrec.data.lake import commit_append, plan_append, table_uri
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
-from simrec.progress import report
+from simrec.infra.crash_points import crash_point
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
+from simrec.infra.progress import report
 from simrec.records import Lineage
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     lineage = ingest(
         lambda: get_spark("simrec-ingest"),

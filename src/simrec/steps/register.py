@@ -15,13 +15,13 @@ import logging
 import os
 from pathlib import Path
 
-from simrec.errors import InputError
-from simrec.files import folder_sha256
-from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, PIPELINE_RUN_ENV, client
-from simrec.progress import report
-from simrec.recommender import MANIFEST_FILE
+from simrec.infra.errors import InputError
+from simrec.infra.files import folder_sha256
+from simrec.infra.progress import report
+from simrec.recommender.package import MANIFEST_FILE
 from simrec.records import Evaluation, Registration, Validation, read_record, write_record
-from simrec.registration import (
+from simrec.registry.models import CHAMPION, aliases, champion, model_uri, package_folder
+from simrec.registry.registration import (
     check_round_trip,
     description,
     log_version,
@@ -30,7 +30,7 @@ from simrec.registration import (
     version_tags,
     version_with_digest,
 )
-from simrec.registry import CHAMPION, aliases, champion, model_uri, package_folder
+from simrec.registry.tracking import DEFAULT_EXPERIMENT, PIPELINE_RUN_ENV, client
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from simrec.data.fashion_mnist import format_classes, parse_classes
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
-from simrec.lineage import read_lineage
-from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
-from simrec.plots import training_curves
-from simrec.progress import report
+from simrec.data.lineage import read_lineage
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
+from simrec.infra.plots import training_curves
+from simrec.infra.progress import report
+from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.train.checkpoints import training_folder
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         git_sha=args.git_sha,
     )
     print(f"checkpoints: {checkpoint_dir}")
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     summary = train(
         get_spark("simrec-train"),

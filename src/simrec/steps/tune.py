@@ -19,13 +19,13 @@ import mlflow
 import numpy as np
 from pyspark.sql import SparkSession
 
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
-from simrec.kfp_output import write_artifact_metadata
-from simrec.lineage import read_lineage
-from simrec.mlflow_tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
-from simrec.plots import trial_scores
-from simrec.progress import report
+from simrec.data.lineage import read_lineage
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
+from simrec.infra.kfp_output import write_artifact_metadata
+from simrec.infra.plots import trial_scores
+from simrec.infra.progress import report
+from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
 from simrec.train.params import TrainParams, json_object
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
         | {"architecture": args.architecture, "batch_size": args.batch_size},
         "--train-params",
     )
-    from simrec.spark import get_spark
+    from simrec.infra.spark import get_spark
 
     best, summary = tune(
         get_spark("simrec-tune"),

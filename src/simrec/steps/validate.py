@@ -13,10 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-from simrec import paths
-from simrec.files import folder_sha256
-from simrec.progress import report
-from simrec.pyfunc_checks import (
+from simrec.infra import paths
+from simrec.infra.files import folder_sha256
+from simrec.infra.progress import report
+from simrec.recommender.package import MANIFEST_FILE, read_manifest
+from simrec.recommender.pyfunc_checks import (
     Checks,
     answers_input_example,
     answers_smoke_queries,
@@ -24,7 +25,6 @@ from simrec.pyfunc_checks import (
     sample_requests,
     save_pyfunc,
 )
-from simrec.recommender import MANIFEST_FILE, read_manifest
 from simrec.records import Validation, write_record
 
 

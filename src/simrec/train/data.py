@@ -14,7 +14,7 @@ import tensorflow as tf
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from simrec.codec import decode_png
+from simrec.data.codec import decode_png
 
 VALIDATION_BUCKETS = 1000
 PETASTORM_ROW_GROUP_BYTES = 1 << 20  # small row groups so every rank's shard gets several

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from simrec.crash_points import crash_point
-from simrec.files import write_json_atomic
-from simrec.retrieval import recall_at_k, top_k
+from simrec.infra.crash_points import crash_point
+from simrec.infra.files import write_json_atomic
+from simrec.retrieval.exact import recall_at_k, top_k
 from simrec.train.data import Arrays, ShardSource, training_batches
 from simrec.train.losses import cosine_softmax_loss, multi_similarity_loss
 from simrec.train.model import CosineSoftmax, build_embedding_model, inference_model

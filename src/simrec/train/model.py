@@ -2,7 +2,7 @@
 embedding, plus the cosine-softmax head used only while training.
 
 The saved embedding model uses built-in Keras layers only, so serving loads it without simrec code — except
-with `hog_weight` > 0, whose descriptor layer simrec.embedding registers before loading."""
+with `hog_weight` > 0, whose descriptor layer simrec.embedding.keras_model registers before loading."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from simrec.descriptors import GradientHistogram
+from simrec.embedding.descriptors import GradientHistogram
 
 Architecture = Literal["seed", "strong"]
 ARCHITECTURES: tuple[str, ...] = ("seed", "strong")

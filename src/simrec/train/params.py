@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
-from simrec import paths
-from simrec.errors import InputError, validation_problems
+from simrec.infra import paths
+from simrec.infra.errors import InputError, validation_problems
 
 LossName = Literal["ms", "softmax", "ms+softmax"]
 ScheduleName = Literal["constant", "cosine"]

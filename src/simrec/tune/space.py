@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from simrec.errors import InputError, validation_problems
+from simrec.infra.errors import InputError, validation_problems
 from simrec.train.params import TrainParams
 
 NOT_SEARCHABLE = ("epochs", "seed")  # trials use tune's epochs per trial and seed

@@ -4,7 +4,8 @@ A folder of plain files (no pickles):
     embedding.keras    the embedding model (built-in Keras layers only): the model the index vectors
                        were made with, kept for lineage, evaluate's champion comparison (its Spark
                        job embeds with it) and re-exports
-    embedding.onnx     the same model as ONNX (simrec.onnx_export): what serving runs, on ONNX Runtime
+    embedding.onnx     the same model as ONNX (simrec.embedding.onnx_export): what serving runs, on
+                       ONNX Runtime
     index.faiss        faiss index over every catalogue item's embedding; index row i = items row i
     items.parquet      item_id, label, label_name (both null for an unlabelled item), image (PNG bytes),
                        in index row order
@@ -30,12 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simrec.codec import decode_png
-from simrec.embedding import file_sha256
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
-from simrec.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
-from simrec.model_runtimes import RUNTIMES
+from simrec.data.codec import decode_png
+from simrec.embedding.embedder import file_sha256
+from simrec.embedding.runtimes import RUNTIMES
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
+from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
 
 FORMAT = 2
 MODEL_FILE = "embedding.keras"
@@ -202,14 +203,14 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def _embedding_model(folder: Path, manifest: dict[str, Any], runtime: str, threads: int) -> Any:
     if runtime == "keras":
-        from simrec.embedding import EmbeddingModel
+        from simrec.embedding.keras_model import EmbeddingModel
 
         model = EmbeddingModel(folder / MODEL_FILE)
         if model.model_id != manifest["model_id"]:
             raise PackageError(f"{folder}: {MODEL_FILE} is not the model this package was built with")
         return model
-    from simrec.onnx_embedding import OnnxEmbeddingModel
-    from simrec.onnx_export import disagreement
+    from simrec.embedding.onnx_export import disagreement
+    from simrec.embedding.onnx_model import OnnxEmbeddingModel
 
     onnx = manifest.get("onnx") or {}
     # Checked before loading: a corrupt or swapped file is refused by name, not by ORT's parser error.
@@ -232,8 +233,8 @@ def add_onnx(
     beyond the tolerance: such a package is never built."""
     import onnxruntime
 
-    from simrec.onnx_embedding import OnnxEmbeddingModel
-    from simrec.onnx_export import agreement, disagreement, export_onnx
+    from simrec.embedding.onnx_export import agreement, disagreement, export_onnx
+    from simrec.embedding.onnx_model import OnnxEmbeddingModel
 
     exported = export_onnx(folder / MODEL_FILE, folder / ONNX_FILE)
     onnx_vectors = OnnxEmbeddingModel(folder / ONNX_FILE, manifest["model_id"]).embed_pixels(pixels)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from simrec.codec import IMAGE_SIZE
+from simrec.data.codec import IMAGE_SIZE
 
 # tf2onnx 1.17's newest opset (its OPSET_TO_IR_VERSION ends at 18); onnxruntime 1.32, pinned in both
 # images, runs every opset up to 23, so the newest the converter writes is the one to use.
@@ -25,7 +25,7 @@ def export_onnx(keras_file: Path, onnx_file: Path, opset: int = OPSET) -> dict[s
     import tensorflow as tf
     import tf2onnx
 
-    import simrec.descriptors  # noqa: F401  registers the HOG layer a saved model may use
+    import simrec.embedding.descriptors  # noqa: F401  registers the HOG layer a saved model may use
 
     model = tf.keras.models.load_model(keras_file, compile=False)
     # The function EmbeddingModel traces (training=False: dropout off, BatchNorm's moving statistics), with
@@ -53,7 +53,7 @@ def agreement(keras_vectors: np.ndarray, onnx_vectors: np.ndarray, index: Any = 
         "tolerance": TOLERANCE,
     }
     if index is not None and len(keras_vectors):
-        from simrec.index import search
+        from simrec.retrieval.index import search
 
         _, keras_rows = search(index, keras_vectors, k)
         _, onnx_rows = search(index, onnx_vectors, k)
@@ -82,10 +82,9 @@ def reexport_package(folder: Path) -> dict[str, Any]:
 
     import pandas as pd
 
-    from simrec.codec import decode_png
-    from simrec.files import write_json_atomic
-    from simrec.index import load_index
-    from simrec.recommender import (
+    from simrec.data.codec import decode_png
+    from simrec.infra.files import write_json_atomic
+    from simrec.recommender.package import (
         FORMAT,
         INDEX_FILE,
         ITEMS_FILE,
@@ -94,6 +93,7 @@ def reexport_package(folder: Path) -> dict[str, Any]:
         Recommender,
         add_onnx,
     )
+    from simrec.retrieval.index import load_index
 
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     index = load_index(folder / INDEX_FILE, manifest["index"].get("ef_search"))
@@ -112,7 +112,7 @@ def reexport_package(folder: Path) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from simrec.progress import report
+    from simrec.infra.progress import report
 
     parser = argparse.ArgumentParser(
         prog="simrec export-onnx", description="Add embedding.onnx to a recommender package (re-export)"

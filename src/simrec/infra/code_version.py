@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from simrec.paths import CHECKOUT
+from simrec.infra.paths import CHECKOUT
 
 
 def _git(checkout: Path, *args: str) -> bytes:

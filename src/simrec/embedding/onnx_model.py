@@ -1,8 +1,9 @@
 """The embedding model at serving time: the package's embedding.onnx on ONNX Runtime, without TensorFlow.
 
-Same contract as simrec.embedding.EmbeddingModel (the Keras loader the steps image keeps for training and
-Spark): 8-bit grayscale 28x28 images in, L2-normalised float32 vectors out. The ONNX file is exported from
-the Keras model by simrec.onnx_export (steps image), which also records how closely the two agree."""
+Same contract as simrec.embedding.keras_model.EmbeddingModel (the Keras loader the steps image keeps for
+training and Spark): 8-bit grayscale 28x28 images in, L2-normalised float32 vectors out. The ONNX file is
+exported from the Keras model by simrec.embedding.onnx_export (steps image), which also records how
+closely the two agree."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simrec.codec import IMAGE_SIZE
-from simrec.embedding import PixelEmbedder, file_sha256
+from simrec.data.codec import IMAGE_SIZE
+from simrec.embedding.embedder import PixelEmbedder, file_sha256
 
 
 def session_options(intra_op_threads: int = 1):

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from delta import configure_spark_with_delta_pip
 from pyspark.sql import SparkSession
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 
 
 def driver_pod_settings(environ: Mapping[str, str]) -> dict[str, str]:

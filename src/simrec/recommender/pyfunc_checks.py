@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from simrec.errors import InputError
-from simrec.recommender import ITEMS_FILE, MANIFEST_FILE, SMOKE_K
-from simrec.recommender_pyfunc import (
+from simrec.infra.errors import InputError
+from simrec.recommender.package import ITEMS_FILE, MANIFEST_FILE, SMOKE_K
+from simrec.recommender.pyfunc import (
     CODE_FILE,
     OUTPUT_COLUMNS,
     PACKAGE_ARTIFACT,

@@ -1,7 +1,7 @@
 """Training-free image descriptors that the saved model can fuse with its learned embedding. They keep
 what a classifier's embedding discards — the shape of edges — and so carry over to product categories
 the model never saw (docs/quality-ablation.md). A Keras layer, registered for loading: importing
-`simrec.embedding` (every place that loads a model) registers it."""
+`simrec.embedding.keras_model` (every place that loads a model) registers it."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 from simrec.records import Lineage, parse_record
 
 

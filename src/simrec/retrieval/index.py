@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 
 IndexKind = Literal["hnsw", "exact"]
 # faiss takes smaller values without a word: an HNSW degree below 2 crashes it (segfault or assertion),

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from simrec.errors import InputError
-from simrec.files import write_json_atomic
+from simrec.infra.errors import InputError
+from simrec.infra.files import write_json_atomic
 
 
 def write_artifact_metadata(executor_input: str, metadata: dict[str, dict[str, Any]]) -> Path:

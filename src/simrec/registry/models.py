@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from simrec.errors import InputError
-from simrec.files import folder_sha256
-from simrec.mlflow_tracking import client, tracking_uri
-from simrec.recommender import PACKAGE_FILES, PackageError
-from simrec.recommender_pyfunc import PACKAGE_ARTIFACT
+from simrec.infra.errors import InputError
+from simrec.infra.files import folder_sha256
+from simrec.recommender.package import PACKAGE_FILES, PackageError
+from simrec.recommender.pyfunc import PACKAGE_ARTIFACT
+from simrec.registry.tracking import client, tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion

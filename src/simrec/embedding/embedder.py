@@ -1,6 +1,5 @@
-"""The trained embedding model at inference time: catalogue images (8-bit grayscale 28x28) to
-L2-normalised float32 vectors. One loader for every place that embeds: Spark workers in evaluate, the
-recommender package, the server."""
+"""What every embedding model offers, whatever runs it: catalogue images (8-bit grayscale 28x28) to
+L2-normalised float32 vectors in batches; the raw-pixel baseline; the file digest that names a model."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simrec.codec import IMAGE_SIZE, decode_png
+from simrec.data.codec import IMAGE_SIZE, decode_png
 
 BATCH = 1024
 
@@ -48,31 +47,6 @@ class PixelEmbedder:
         return self.embed_pixels(
             np.stack([decode_png(png) for png in pngs]) if pngs else np.zeros((0, 28, 28), np.uint8)
         )
-
-
-class EmbeddingModel(PixelEmbedder):
-    """A saved embedding.keras; `model_id` (the file's SHA-256) names the vectors it produces."""
-
-    def __init__(self, path: Path) -> None:
-        import tensorflow as tf
-
-        import simrec.descriptors  # noqa: F401  registers the descriptor layers a saved model may use
-
-        self.path = Path(path)
-        self.model_id = file_sha256(self.path)
-        self._model = tf.keras.models.load_model(self.path, compile=False)
-        self.dim = int(self._model.output_shape[-1])
-        # One traced graph for any batch size: far less per-call overhead than Model.__call__/predict.
-        # Called as its concrete function: the same graph without tf.function's per-call argument
-        # matching; on the 70k benchmark package ~20% less time per call of 1 or 8 images (in-process,
-        # interleaved, on a loaded machine).
-        self._traced = tf.function(
-            lambda images: self._model(images, training=False),
-            input_signature=[tf.TensorSpec((None, *IMAGE_SIZE, 1), tf.float32)],
-        ).get_concrete_function()
-
-    def _forward(self, images: np.ndarray) -> np.ndarray:
-        return self._traced(images).numpy()
 
 
 def pixel_vectors(pixels: np.ndarray) -> np.ndarray:

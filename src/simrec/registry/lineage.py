@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from simrec.mlflow_tracking import client
-from simrec.registry import aliases, resolve
+from simrec.registry.models import aliases, resolve
+from simrec.registry.tracking import client
 
 
 def _under(tags: dict[str, str], prefix: str) -> dict[str, str]:

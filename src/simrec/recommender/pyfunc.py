@@ -4,8 +4,9 @@ Input: a DataFrame with one query per row, either `image` (a base64-encoded 8-bi
 or `item_id` (a catalogue item); param `k` (default 5). Output: one row per (query, rank) with `query`
 (the input row's position), `rank` (1 = most similar), `item_id`, `label`, `label_name`, `score` (cosine).
 
-The model itself is defined from code (src/simrec/pyfunc_model.py, MLflow "models from code"): no pickled
-object, only this class, the package folder as the artifact `package`, and the serve image's pins."""
+The model itself is defined from code (src/simrec/recommender/pyfunc_model.py, MLflow "models from
+code"): no pickled object, only this class, the package folder as the artifact `package`, and the serve
+image's pins."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from simrec.codec import decode_png
-from simrec.errors import InputError
+from simrec.data.codec import decode_png
+from simrec.infra.errors import InputError
 
 if TYPE_CHECKING:
     from mlflow.models import ModelSignature
 
-    from simrec.recommender import Neighbour, Recommender
+    from simrec.recommender.package import Neighbour, Recommender
 
 PACKAGE_ARTIFACT = "package"
 QUERY_COLUMNS = ("image", "item_id")
@@ -126,7 +127,7 @@ class RecommenderPyfunc(PythonModel):
     """Loads the package artifact once per process; predict follows the contract above."""
 
     def load_context(self, context) -> None:
-        from simrec.recommender import Recommender
+        from simrec.recommender.package import Recommender
 
         self.recommender = Recommender(Path(context.artifacts[PACKAGE_ARTIFACT]))
 

@@ -9,7 +9,7 @@ import warnings
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from simrec.errors import InputError
+from simrec.infra.errors import InputError
 
 IMAGE_SIZE = (28, 28)  # (height, width)
 IMAGE_MODE = "L"

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simrec.errors import InputError
-from simrec.mlflow_tracking import client, lineage_tags, start_run
+from simrec.infra.errors import InputError
 from simrec.records import Evaluation, GateDecision, Validation
-from simrec.registry import (
+from simrec.registry.models import (
     CHALLENGER,
     CHAMPION,
     DIGEST_TAG,
@@ -22,6 +21,7 @@ from simrec.registry import (
     resolve,
     stored_digest,
 )
+from simrec.registry.tracking import client, lineage_tags, start_run
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
