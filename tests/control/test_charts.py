@@ -34,7 +34,7 @@ from kube_api import ApiError, unique_namespace
 
 from simrec.config import load_config
 from simrec.kserve.manifest import ServedModel, cpu_threads, render_inference_service
-from simrec.kserve.rollout import endpoint as kserve_endpoint
+from simrec.kserve.settings import endpoint as kserve_endpoint
 from simrec.pipeline import definition
 from simrec.serving.cli import build_parser as serve_parser
 

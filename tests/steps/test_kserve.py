@@ -25,8 +25,10 @@ from simrec.config import ConfigError, KServeConfig, load_config
 from simrec.infra.errors import InputError
 from simrec.kserve import manifest as kserve
 from simrec.kserve import rollout
+from simrec.kserve import settings as kserve_settings
+from simrec.kserve.api import InferenceServices
 from simrec.kserve.manifest import Endpoint, Resources, ServedModel, render_inference_service
-from simrec.kserve.rollout import InferenceServices, RolloutFailed
+from simrec.kserve.rollout import RolloutFailed
 from simrec.registry.models import cluster_uri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +166,7 @@ def _attr(cls: Any, json_name: str) -> str:
 
 def test_default_image_is_the_project_version_and_runs_the_package_kserve_downloads():
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert rollout.endpoint(KServeConfig(namespace="serving")).image == f"simrec/serve:{version}"
+    assert kserve_settings.endpoint(KServeConfig(namespace="serving")).image == f"simrec/serve:{version}"
     dockerfile = (ROOT / "images" / "serve" / "Dockerfile").read_text()
     assert f'"--package", "{kserve.PACKAGE_PATH}"' in dockerfile  # the image's own default agrees
     assert re.search(r'ENTRYPOINT \["simrec"\]', dockerfile)
@@ -204,9 +206,9 @@ def test_configuration_validates_the_kserve_section():
     with pytest.raises(ConfigError, match="canary_percent"):
         load_config("full", environ={"SIMREC__SERVE__KSERVE__CANARY_PERCENT": "0"})
     with pytest.raises(InputError, match="--kserve: not JSON"):
-        rollout.settings_from_json("{name")
+        kserve_settings.settings_from_json("{name")
     with pytest.raises(InputError, match="namespace"):
-        rollout.settings_from_json('{"namespace": "Not_A_Label"}')
+        kserve_settings.settings_from_json('{"namespace": "Not_A_Label"}')
 
 
 def test_the_namespace_is_the_deploy_pods_own_unless_configured(tmp_path, monkeypatch):
@@ -214,12 +216,14 @@ def test_the_namespace_is_the_deploy_pods_own_unless_configured(tmp_path, monkey
     `kubeflow`, a profile's namespace), read where Kubernetes tells every pod."""
     settings = KServeConfig(name="simrec")
     pod_namespace = tmp_path / "namespace"
-    monkeypatch.setattr(rollout, "POD_NAMESPACE_FILE", pod_namespace)
+    monkeypatch.setattr(kserve_settings, "POD_NAMESPACE_FILE", pod_namespace)
     with pytest.raises(InputError, match=r"serve\.kserve\.namespace is not set and this is not a pod"):
-        rollout.endpoint(settings)
+        kserve_settings.endpoint(settings)
     pod_namespace.write_text("team-vision\n")
-    assert rollout.endpoint(settings).namespace == "team-vision"
-    assert rollout.endpoint(settings.model_copy(update={"namespace": "serving"})).namespace == "serving"
+    assert kserve_settings.endpoint(settings).namespace == "team-vision"
+    assert (
+        kserve_settings.endpoint(settings.model_copy(update={"namespace": "serving"})).namespace == "serving"
+    )
 
 
 @pytest.mark.parametrize(("cpu", "threads"), [("2", 2), ("1500m", 2), ("0.5", 1), ("100m", 1), ("3", 3)])
@@ -539,4 +543,4 @@ def test_the_manifest_in_docs_serving_is_what_the_code_renders() -> None:
     shown = yaml.safe_load(text.split("**The manifest**", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0])
     settings = load_config("full").serve.kserve.model_copy(update={"namespace": "kubeflow"})
     model = ServedModel("simrec", "3", "s3://simrec/mlflow/1/models/m-0123abcd/artifacts")
-    assert shown == render_inference_service(rollout.endpoint(settings), model, 10)
+    assert shown == render_inference_service(kserve_settings.endpoint(settings), model, 10)

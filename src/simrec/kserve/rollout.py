@@ -12,27 +12,21 @@ Only KServe's status is read: status.conditions, status.modelStatus and status.c
 (latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision,
 traffic). Not status.observedGeneration: KServe copies the Knative Service's generation there, another
 counter than the InferenceService's; a new latestCreatedRevision and the traffic split show that KServe
-acted on a change. The Kubernetes API is reached with the `kubernetes` client (the pod's service account
-in a cluster, a kubeconfig elsewhere)."""
+acted on a change. The Kubernetes API is reached through simrec.kserve.api."""
 
 from __future__ import annotations
 
 import copy
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from simrec.config import KServeConfig
-from simrec.infra.errors import InputError, validation_problems
-from simrec.kserve.manifest import GROUP, PLURAL, VERSION, Endpoint, Resources, default_image
+from simrec.infra.errors import InputError
+from simrec.kserve.api import CANARY, ApiError, InferenceServices
 
 # Conditions whose False means the new revision will not serve (KServe copies Knative's reason there).
 FAILING_CONDITIONS = ("Ready", "PredictorReady", "LatestDeploymentReady", "PredictorConfigurationReady")
-CANARY = "canaryTrafficPercent"
 ROLLBACK_TIMEOUT_S = 120.0
 CONFLICT_ATTEMPTS = 5  # updates refused because the object changed meanwhile (409), each read again
 
@@ -94,98 +88,6 @@ class Status:
             "previous_rolledout_revision": self.previous,
             "traffic": dict(sorted(self.traffic.items())),
         }
-
-
-class InferenceServices:
-    """get / create / replace / merge-patch of InferenceServices through the Kubernetes API."""
-
-    def __init__(self, api: Any | None = None) -> None:
-        self.api = api or connect()
-
-    def _call(self, what: str, method: Callable[..., Any], **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return method(group=GROUP, version=VERSION, plural=PLURAL, **kwargs)
-        except ApiException as exc:
-            raise ApiError(what, exc.status, _api_message(exc)) from exc
-        except HTTPError as exc:
-            raise InputError(f"{what}: the Kubernetes API does not answer ({exc})") from exc
-
-    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return self._call(
-                f"read {namespace}/{name}",
-                self.api.get_namespaced_custom_object,
-                namespace=namespace,
-                name=name,
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        return self._call(
-            f"create {meta['namespace']}/{meta['name']}",
-            self.api.create_namespaced_custom_object,
-            namespace=meta["namespace"],
-            body=manifest,
-        )
-
-    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        meta = manifest["metadata"]
-        return self._call(
-            f"update {meta['namespace']}/{meta['name']}",
-            self.api.replace_namespaced_custom_object,
-            namespace=meta["namespace"],
-            name=meta["name"],
-            body=manifest,
-        )
-
-    def set_canary(self, namespace: str, name: str, percent: int | None) -> dict[str, Any]:
-        """A JSON merge patch of the one field (None removes it: the latest ready revision gets 100%)."""
-        return self._call(
-            f"patch {namespace}/{name}",
-            self.api.patch_namespaced_custom_object,
-            namespace=namespace,
-            name=name,
-            body={"spec": {"predictor": {CANARY: percent}}},
-        )
-
-
-class ApiError(InputError):
-    def __init__(self, what: str, status: int, message: str) -> None:
-        hint = " (the service account needs get/create/update/patch on inferenceservices)" * (status == 403)
-        super().__init__(f"{what}: the Kubernetes API answered {status}: {message}{hint}")
-        self.status = status
-
-
-def _api_message(exc: Any) -> str:
-    import json
-
-    try:
-        return json.loads(exc.body).get("message") or exc.reason
-    except (TypeError, ValueError, AttributeError):
-        return str(exc.reason)
-
-
-def connect() -> Any:
-    """A CustomObjectsApi: the pod's service account inside a cluster, else the kubeconfig
-    ($KUBECONFIG or ~/.kube/config, current context)."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        try:
-            # $KUBECONFIG read now: the client reads it once, when it is imported
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-        except (config.ConfigException, OSError) as exc:
-            raise InputError(f"no Kubernetes access (not in a pod, and no usable kubeconfig): {exc}") from exc
-    return client.CustomObjectsApi()
 
 
 def _template(isvc: dict[str, Any]) -> dict[str, Any]:
@@ -440,49 +342,3 @@ def roll_back(
         "from_revision": before.latest_ready,
         "status": status.summary(),
     }
-
-
-def settings_from_json(text: str) -> KServeConfig:
-    """serve.kserve as the deploy step receives it (a JSON object; absent fields take their defaults)."""
-    from pydantic import ValidationError
-
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise InputError(f"--kserve: not JSON ({exc})") from exc
-    try:
-        return KServeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise InputError(f"--kserve: {validation_problems(exc.errors())}") from exc
-
-
-# Where Kubernetes tells a pod its namespace (every pod with a service account token has it).
-POD_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def namespace(settings: KServeConfig) -> str:
-    """The InferenceService's namespace: the configured one, else the namespace this pod runs in."""
-    if settings.namespace:
-        return settings.namespace
-    try:
-        return POD_NAMESPACE_FILE.read_text().strip()
-    except OSError as exc:
-        raise InputError(
-            f"serve.kserve.namespace is not set and this is not a pod ({POD_NAMESPACE_FILE} is not readable):"
-            " give the InferenceService's namespace"
-        ) from exc
-
-
-def endpoint(settings: KServeConfig) -> Endpoint:
-    from simrec import __version__
-
-    return Endpoint(
-        name=settings.name,
-        namespace=namespace(settings),
-        image=settings.image or default_image(__version__),
-        token_secret=settings.token_secret,
-        service_account=settings.service_account,
-        min_replicas=settings.min_replicas,
-        max_replicas=settings.max_replicas,
-        resources=Resources(**settings.resources.model_dump()),
-    )

@@ -150,9 +150,11 @@ def deploy_main(argv: list[str] | None = None) -> None:
 
 def _roll_out_to_kserve(args: argparse.Namespace) -> None:
     from simrec.kserve import rollout
+    from simrec.kserve import settings as kserve_settings
+    from simrec.kserve.api import InferenceServices
     from simrec.kserve.manifest import ServedModel, render_inference_service
 
-    settings = rollout.settings_from_json(args.kserve)
+    settings = kserve_settings.settings_from_json(args.kserve)
     if args.storage_uri:
         model = ServedModel(MODEL_BY_HAND, args.version, args.storage_uri)
     else:
@@ -161,11 +163,11 @@ def _roll_out_to_kserve(args: argparse.Namespace) -> None:
         resolved = registry.resolve(args.ref)
         location = registry.storage_uri(resolved, settings.artifacts_destination)
         model = ServedModel(resolved.name, str(resolved.version), location)
-    manifest = render_inference_service(rollout.endpoint(settings), model)
+    manifest = render_inference_service(kserve_settings.endpoint(settings), model)
     described = {"model": {"name": model.name, "version": model.version, "storage_uri": model.storage_uri}}
     try:
         answer = rollout.roll_out(
-            rollout.InferenceServices(),
+            InferenceServices(),
             manifest,
             canary_percent=settings.canary_percent,
             promote=settings.promote,
@@ -186,12 +188,14 @@ def rollback_main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.kserve:
         from simrec.kserve import rollout
+        from simrec.kserve import settings as kserve_settings
+        from simrec.kserve.api import InferenceServices
 
-        settings = rollout.settings_from_json(args.kserve)
-        services = rollout.InferenceServices()
+        settings = kserve_settings.settings_from_json(args.kserve)
+        services = InferenceServices()
         answer = rollout.roll_back(
             services,
-            rollout.namespace(settings),
+            kserve_settings.namespace(settings),
             settings.name,
             timeout_s=settings.timeout_s,
             poll_s=settings.poll_s,
