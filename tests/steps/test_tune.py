@@ -167,15 +167,15 @@ def test_invalid_spaces_are_refused(space, message) -> None:
 
 
 def test_first_points_must_fit_the_space() -> None:
-    from simrec.steps.tune import _hyperopt_point
+    from simrec.tune.search import hyperopt_point
 
     space = parse_space(SPACE)
     point = {"learning_rate": 0.002, "embedding_dim": 16, "dropout": 0.1}
-    assert _hyperopt_point(space, point) == {"learning_rate": 0.002, "embedding_dim": 1, "dropout": 0.1}
+    assert hyperopt_point(space, point) == {"learning_rate": 0.002, "embedding_dim": 1, "dropout": 0.1}
     with pytest.raises(InputError, match=r"embedding_dim=32 is not one of \[8, 16\]"):
-        _hyperopt_point(space, point | {"embedding_dim": 32})
+        hyperopt_point(space, point | {"embedding_dim": 32})
     with pytest.raises(InputError, match="must set exactly"):
-        _hyperopt_point(space, {"learning_rate": 0.002})
+        hyperopt_point(space, {"learning_rate": 0.002})
 
 
 # Trials of known order and length: FAST runs one step per epoch, SLOW (a bigger model, batch 4) 135,

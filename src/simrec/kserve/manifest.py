@@ -92,7 +92,47 @@ def render_inference_service(
     revision gets while the previous rolled-out revision keeps the rest (None: all of it once ready)."""
     if canary_percent is not None and not 0 <= canary_percent <= 100:
         raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
-    container: dict[str, Any] = {
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": _metadata(endpoint, model),
+        "spec": {"predictor": _predictor(endpoint, model, canary_percent)},
+    }
+
+
+def _metadata(endpoint: Endpoint, model: ServedModel) -> dict[str, Any]:
+    return {
+        "name": endpoint.name,
+        "namespace": endpoint.namespace,
+        "labels": {
+            "app.kubernetes.io/name": "simrec",
+            "app.kubernetes.io/component": "serve",
+            MODEL_NAME_LABEL: model.name,
+            MODEL_VERSION_LABEL: model.version,
+        },
+        "annotations": {
+            DEPLOYMENT_MODE_ANNOTATION: "Serverless",
+            TAG_ROUTING_ANNOTATION: "true",
+            **SCRAPE_ANNOTATIONS,
+        },
+    }
+
+
+def _predictor(endpoint: Endpoint, model: ServedModel, canary_percent: int | None) -> dict[str, Any]:
+    predictor: dict[str, Any] = {"minReplicas": endpoint.min_replicas}
+    if endpoint.max_replicas is not None:
+        predictor["maxReplicas"] = endpoint.max_replicas
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
+    if endpoint.service_account:
+        predictor["serviceAccountName"] = endpoint.service_account
+    predictor["containers"] = [_container(endpoint, model)]
+    return predictor
+
+
+def _container(endpoint: Endpoint, model: ServedModel) -> dict[str, Any]:
+    """simrec serve in the serve image, as the container KServe gives the model to."""
+    return {
         "name": CONTAINER_NAME,
         "image": endpoint.image,
         # The image's entrypoint is `simrec`; the version label is what every answer names.
@@ -109,17 +149,7 @@ def render_inference_service(
             "--version",
             model.version,
         ],
-        "env": [
-            {"name": STORAGE_URI_VARIABLE, "value": model.storage_uri},
-            {
-                "name": TOKEN_VARIABLE,
-                "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
-            },
-            # The container's CPU limit (rounded up), not the node's CPU count that the process sees.
-            # A literal: Knative refuses fieldRef/resourceFieldRef env unless its kubernetes.podspec-fieldref
-            # flag is on (knative/serving pkg/apis/serving/fieldmask.go; off by default and in Kubeflow 1.10).
-            {"name": MODEL_THREADS_VARIABLE, "value": str(cpu_threads(endpoint.resources.cpu_limit))},
-        ],
+        "env": _container_env(endpoint, model),
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
         "resources": {
             "requests": {"cpu": endpoint.resources.cpu_request, "memory": endpoint.resources.memory_request},
@@ -135,34 +165,20 @@ def render_inference_service(
             "capabilities": {"drop": ["ALL"]},
         },
     }
-    predictor: dict[str, Any] = {"minReplicas": endpoint.min_replicas}
-    if endpoint.max_replicas is not None:
-        predictor["maxReplicas"] = endpoint.max_replicas
-    if canary_percent is not None:
-        predictor["canaryTrafficPercent"] = canary_percent
-    if endpoint.service_account:
-        predictor["serviceAccountName"] = endpoint.service_account
-    predictor["containers"] = [container]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": endpoint.name,
-            "namespace": endpoint.namespace,
-            "labels": {
-                "app.kubernetes.io/name": "simrec",
-                "app.kubernetes.io/component": "serve",
-                MODEL_NAME_LABEL: model.name,
-                MODEL_VERSION_LABEL: model.version,
-            },
-            "annotations": {
-                DEPLOYMENT_MODE_ANNOTATION: "Serverless",
-                TAG_ROUTING_ANNOTATION: "true",
-                **SCRAPE_ANNOTATIONS,
-            },
+
+
+def _container_env(endpoint: Endpoint, model: ServedModel) -> list[dict[str, Any]]:
+    return [
+        {"name": STORAGE_URI_VARIABLE, "value": model.storage_uri},
+        {
+            "name": TOKEN_VARIABLE,
+            "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
         },
-        "spec": {"predictor": predictor},
-    }
+        # The container's CPU limit (rounded up), not the node's CPU count that the process sees.
+        # A literal: Knative refuses fieldRef/resourceFieldRef env unless its kubernetes.podspec-fieldref
+        # flag is on (knative/serving pkg/apis/serving/fieldmask.go; off by default and in Kubeflow 1.10).
+        {"name": MODEL_THREADS_VARIABLE, "value": str(cpu_threads(endpoint.resources.cpu_limit))},
+    ]
 
 
 def cpu_threads(quantity: str) -> int:

@@ -46,6 +46,7 @@ DRIVER_POD_FIELDS = {
 RUN_LABEL_FIELD = "metadata.labels['workflows.argoproj.io/workflow']"
 # NCCL's shared-memory transport needs more than a container's 64 MiB /dev/shm.
 SHARED_MEMORY_PATH = "/dev/shm"
+Ops = dict[str, Callable[..., dsl.PipelineTask]]  # step name -> its component
 
 
 def load_step(name: str, components_dir: Path, image: str | None = None) -> Callable[..., dsl.PipelineTask]:
@@ -135,19 +136,133 @@ def _task(op: Callable[..., dsl.PipelineTask], **wired: Any) -> dsl.PipelineTask
         raise InputError(f"component {spec.name}: {exc}") from exc
 
 
-def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> Callable[..., Any]:
-    components_dir = components_dir or paths.components_dir()
-    ingest_op = load_step("ingest", components_dir)
-    tune_op = load_step("tune", components_dir)
-    train_op = load_step("train", components_dir, image=config.train.image)
-    evaluate_op = load_step("evaluate", components_dir)
-    validate_op = load_step("validate", components_dir)
-    register_op = load_step("register", components_dir)
-    deploy_op = load_step("deploy", components_dir)
-    train_defaults = component_input_defaults(components_dir / TRAIN_COMPONENT)
-    train_params = TrainParams.parse(
+def _step(ops: Ops, config: SimrecConfig, step: str, **wired: Any) -> dsl.PipelineTask:
+    """The step's task with its wired inputs and the pod resources the profile gives it."""
+    task = _task(ops[step], **wired)
+    _resources(task, config, step)
+    return task
+
+
+def _ingest(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
+    ingest = _step(ops, config, "ingest", **wired)
+    # Ingest is where changes in the source are noticed, so it always runs. It is idempotent and
+    # publishes the data's identity (table versions) as a *parameter*: KFP caches downstream tasks on
+    # parameter values, while an artifact from a task that ran again is always new to it.
+    ingest.set_caching_options(False)
+    _spark_env(ingest, config)
+    return ingest
+
+
+def _tune(
+    ops: Ops,
+    config: SimrecConfig,
+    train_defaults: dict[str, Any],
+    train_params: dict[str, Any],
+    **wired: Any,
+) -> dsl.PipelineTask:
+    tune = _step(
+        ops,
+        config,
+        "tune",
+        # trials train what train would: its component's defaults, edited in that one file
+        train_params=train_params,
+        validation_fraction=train_defaults["validation_fraction"],
+        **wired,
+    )
+    _spark_env(tune, config)
+    _mlflow_env(tune, config)
+    return tune
+
+
+def _train(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
+    train = _step(
+        ops,
+        config,
+        "train",
+        # Ranks are fixed at compile time: they are the GPUs the pod requests, and KFP's driver only
+        # requests a GPU count that is a constant (a parameter there resolves to no GPU at all).
+        workers=config.train.workers,
+        # where the claim is mounted; train names its own subfolder by what it trains
+        checkpoint_root=config.storage.checkpoint_root,
+        **wired,
+    )
+    _spark_env(train, config)
+    _mlflow_env(train, config)
+    train.set_retry(2)  # a retried task resumes from its checkpoints
+    if config.train.checkpoint_pvc:
+        kubernetes.mount_pvc(
+            train, pvc_name=config.train.checkpoint_pvc, mount_path=config.storage.checkpoint_root
+        )
+    if config.train.accelerator and not config.spark.on_kubernetes:
+        _gpus_in_pod(train, config)
+    return train
+
+
+def _gpus_in_pod(train: dsl.PipelineTask, config: SimrecConfig) -> None:
+    """Single node, multi-GPU: the pod gets one GPU per Horovod rank, and the ranks run in it. (With a
+    k8s:// master the ranks run in executor pods, which request the GPUs instead.)"""
+    train.set_accelerator_type(config.train.accelerator)
+    train.set_accelerator_limit(config.train.workers)
+    kubernetes.add_toleration(train, key=config.train.accelerator, operator="Exists", effect="NoSchedule")
+    kubernetes.empty_dir_mount(
+        train,
+        volume_name="shared-memory",
+        mount_path=SHARED_MEMORY_PATH,
+        medium="Memory",
+        size_limit=config.train.shared_memory,
+    )
+
+
+def _evaluate(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
+    evaluate = _step(ops, config, "evaluate", **wired)
+    _spark_env(evaluate, config)
+    _mlflow_env(evaluate, config)
+    return evaluate
+
+
+def _register(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
+    register = _step(ops, config, "register", **wired)
+    _mlflow_env(register, config)
+    kubernetes.use_field_path_as_env(register, env_name=PIPELINE_RUN_ENV, field_path=RUN_LABEL_FIELD)
+    # A new version and alias moves on every run that reaches it; a cached register would skip them.
+    register.set_caching_options(False)
+    return register
+
+
+def _deploy(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
+    # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
+    kserve = config.serve.kserve.model_dump(mode="json", exclude_none=True) if config.serve.kserve else {}
+    deploy = _step(
+        ops,
+        config,
+        "deploy",
+        server=config.serve.server or "",
+        kserve=kserve,  # KFP: no nulls
+        **wired,
+    )
+    _mlflow_env(deploy, config)
+    # Always runs: it makes sure the endpoint serves the champion (a no-op switch when it already does).
+    deploy.set_caching_options(False)
+    return deploy
+
+
+def _image(config: SimrecConfig, step: str) -> str | None:
+    """The image replacing the component's: train's build for the profile's hardware, if it names one."""
+    return config.train.image if step == "train" else None
+
+
+def _train_params(train_defaults: dict[str, Any]) -> dict[str, Any]:
+    """Every training hyperparameter at the train component's default, checked as train checks them."""
+    return TrainParams.parse(
         {name: train_defaults.get(name) for name in TrainParams.model_fields}, str(TRAIN_COMPONENT)
     ).model_dump()
+
+
+def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> Callable[..., Any]:
+    components_dir = components_dir or paths.components_dir()
+    ops = {step: load_step(step, components_dir, _image(config, step)) for step in STEPS}
+    train_defaults = component_input_defaults(components_dir / TRAIN_COMPONENT)
+    train_params = _train_params(train_defaults)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Fashion-MNIST catalogue -> visually similar items")
     def simrec_pipeline(
@@ -172,126 +287,35 @@ def build_pipeline(config: SimrecConfig, components_dir: Path | None = None) -> 
         git_sha: str = "unknown",
     ) -> None:
         # git_sha is the run's lineage label: KFP v2 runs have no labels, but parameters show in the UI.
-        ingest = _task(ingest_op, source=source, lake_uri=lake_uri, checksums=checksums)
-        # Ingest is where changes in the source are noticed, so it always runs. It is idempotent and
-        # publishes the data's identity (table versions) as a *parameter*: KFP caches downstream tasks on
-        # parameter values, while an artifact from a task that ran again is always new to it.
-        ingest.set_caching_options(False)
-        _spark_env(ingest, config)
-
-        tune = _task(
-            tune_op,
-            lineage=ingest.outputs["lineage"],
-            search_space=search_space,
-            max_evals=max_evals,
-            parallelism=parallelism,
-            # trials train what train would: its component's defaults, edited in that one file
-            train_params=train_params,
-            validation_fraction=train_defaults["validation_fraction"],
-            architecture=architecture,
-            batch_size=batch_size,
-            trial_epochs=trial_epochs,
-            data_fraction=tune_data_fraction,
+        # The wiring is packed a few inputs a line (fmt: skip) so that the whole DAG reads on one screen.
+        ingest = _ingest(ops, config, source=source, lake_uri=lake_uri, checksums=checksums)
+        lineage = ingest.outputs["lineage"]
+        tune = _tune(
+            ops, config, train_defaults, train_params, lineage=lineage, search_space=search_space,
+            max_evals=max_evals, parallelism=parallelism, architecture=architecture, batch_size=batch_size,
+            trial_epochs=trial_epochs, data_fraction=tune_data_fraction, git_sha=git_sha,
+        )  # fmt: skip
+        train = _train(
+            ops, config, lineage=lineage, best_params=tune.outputs["best_params"], epochs=epochs,
+            architecture=architecture, batch_size=batch_size, exclude_classes=exclude_classes,
             git_sha=git_sha,
-        )
-        _spark_env(tune, config)
-        _mlflow_env(tune, config)
-
-        train = _task(
-            train_op,
-            lineage=ingest.outputs["lineage"],
-            best_params=tune.outputs["best_params"],
-            # Ranks are fixed at compile time: they are the GPUs the pod requests, and KFP's driver only
-            # requests a GPU count that is a constant (a parameter there resolves to no GPU at all).
-            workers=config.train.workers,
-            epochs=epochs,
-            architecture=architecture,
-            batch_size=batch_size,
-            exclude_classes=exclude_classes,
-            # where the claim is mounted; train names its own subfolder by what it trains
-            checkpoint_root=config.storage.checkpoint_root,
-            git_sha=git_sha,
-        )
-        _spark_env(train, config)
-        _mlflow_env(train, config)
-        train.set_retry(2)  # a retried task resumes from its checkpoints
-        if config.train.checkpoint_pvc:
-            kubernetes.mount_pvc(
-                train, pvc_name=config.train.checkpoint_pvc, mount_path=config.storage.checkpoint_root
-            )
-        if config.train.accelerator and not config.spark.on_kubernetes:
-            # Single node, multi-GPU: the pod gets one GPU per Horovod rank, and the ranks run in it.
-            # (With a k8s:// master the ranks run in executor pods, which request the GPUs instead.)
-            train.set_accelerator_type(config.train.accelerator)
-            train.set_accelerator_limit(config.train.workers)
-            kubernetes.add_toleration(
-                train, key=config.train.accelerator, operator="Exists", effect="NoSchedule"
-            )
-            kubernetes.empty_dir_mount(
-                train,
-                volume_name="shared-memory",
-                mount_path=SHARED_MEMORY_PATH,
-                medium="Memory",
-                size_limit=config.train.shared_memory,
-            )
-
-        evaluate = _task(
-            evaluate_op,
-            lineage=ingest.outputs["lineage"],
-            model=train.outputs["model"],
-            lake_uri=lake_uri,
-            exclude_classes=exclude_classes,
-            model_name=model_name,
-            gate_mode=gate_mode,
-            min_recall_at_1=min_recall_at_1,
-            max_regression=max_regression,
-            git_sha=git_sha,
-        )
-        _spark_env(evaluate, config)
-        _mlflow_env(evaluate, config)
-
+        )  # fmt: skip
+        evaluate = _evaluate(
+            ops, config, lineage=lineage, model=train.outputs["model"], lake_uri=lake_uri,
+            exclude_classes=exclude_classes, model_name=model_name, gate_mode=gate_mode,
+            min_recall_at_1=min_recall_at_1, max_regression=max_regression, git_sha=git_sha,
+        )  # fmt: skip
         # Loaded and queried in the serving image before anything is registered (TFX's InfraValidator):
         # a package that fails stops the run here.
-        validate = _task(validate_op, package=evaluate.outputs["package"])
-
-        register = _task(
-            register_op,
-            model=validate.outputs["model"],
-            evaluation=evaluate.outputs["evaluation"],
-            validation=validate.outputs["validation"],
-            model_name=model_name,
-            git_sha=git_sha,
-        )
-        _mlflow_env(register, config)
-        kubernetes.use_field_path_as_env(register, env_name=PIPELINE_RUN_ENV, field_path=RUN_LABEL_FIELD)
-        # A new version and alias moves on every run that reaches it; a cached register would skip them.
-        register.set_caching_options(False)
-
-        # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
-        kserve = config.serve.kserve.model_dump(mode="json", exclude_none=True) if config.serve.kserve else {}
-        deploy = _task(
-            deploy_op,
-            registered=register.outputs["registered"],
-            model_name=model_name,
-            port=serve_port,
+        validate = _step(ops, config, "validate", package=evaluate.outputs["package"])
+        register = _register(
+            ops, config, model=validate.outputs["model"], evaluation=evaluate.outputs["evaluation"],
+            validation=validate.outputs["validation"], model_name=model_name, git_sha=git_sha,
+        )  # fmt: skip
+        _deploy(
+            ops, config, registered=register.outputs["registered"], model_name=model_name, port=serve_port,
             state_dir=serve_state_dir,
-            server=config.serve.server or "",
-            kserve=kserve,  # KFP: no nulls
-        )
-        _mlflow_env(deploy, config)
-        # Always runs: it makes sure the endpoint serves the champion (a no-op switch when it already does).
-        deploy.set_caching_options(False)
-
-        for step, task in (
-            ("ingest", ingest),
-            ("tune", tune),
-            ("train", train),
-            ("evaluate", evaluate),
-            ("validate", validate),
-            ("register", register),
-            ("deploy", deploy),
-        ):
-            _resources(task, config, step)
+        )  # fmt: skip
 
     return simrec_pipeline
 

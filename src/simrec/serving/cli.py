@@ -66,27 +66,40 @@ def build_parser() -> argparse.ArgumentParser:
         f"(deploy, rollback, live additions) exist only when ${ADMIN_TOKEN_VARIABLE} gives them their own "
         "token.",
     )
-    parser.add_argument("--package", help="recommender package folder to serve at start (else: deploy one)")
-    parser.add_argument("--version", default="1", help="version label of --package (default 1)")
-    parser.add_argument("--model-name", default="simrec", help="model name in /v2/models/<name>")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=port_number, default=8080)
-    parser.add_argument(
+    _serving_options(parser.add_argument_group("what and where it serves"))
+    _model_options(parser.add_argument_group("the model's runtime and threads"))
+    _limit_options(parser.add_argument_group("load and request limits"))
+    observability = parser.add_argument_group("observability")
+    observability.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
+    observability.add_argument("--no-metrics", action="store_true", help="no Prometheus metrics at /metrics")
+    return parser
+
+
+def _serving_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--package", help="recommender package folder to serve at start (else: deploy one)")
+    group.add_argument("--version", default="1", help="version label of --package (default 1)")
+    group.add_argument("--model-name", default="simrec", help="model name in /v2/models/<name>")
+    group.add_argument("--host", default="127.0.0.1")
+    group.add_argument("--port", type=port_number, default=8080)
+    group.add_argument(
         "--no-auth", action="store_true", help="query routes without a token (local use only; admin never)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--package-root",
         type=Path,
         help="the only folder /admin/deploy loads packages from (default: none, every deploy refused)",
     )
-    parser.add_argument(
+
+
+def _model_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--threads",
         type=positive_int,
         default=1,
         help="ONNX Runtime intra-op and faiss threads per batch (default 1: concurrent batches, not one "
         "batch, use the cores)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--runtime",
         choices=RUNTIMES,
         default="onnx",
@@ -94,42 +107,42 @@ def build_parser() -> argparse.ArgumentParser:
         "image has nothing else) or keras (its embedding.keras on TensorFlow, in an environment that has "
         "it: benchmarks/serve.py compares the two)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--model-threads",
         type=positive_int,
         help=f"batches embedded and searched at once (default: ${MODEL_THREADS_VARIABLE}, else the CPU "
         "count); ONNX Runtime and faiss run them in parallel, outside Python's GIL",
     )
-    parser.add_argument(
+
+
+def _limit_options(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
         "--latency-budget-ms",
         type=positive_float,
         default=50.0,
         help="the time a query may take in the server; past the queries in flight this allows, requests "
         "are refused with 503 and Retry-After (default 50)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-in-flight",
         type=positive_int,
         help="a fixed bound on the queries in flight, instead of the budget's",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-body-bytes", type=positive_int, default=1 << 20, help="query request limit (1 MiB)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-admin-body-bytes",
         type=positive_int,
         default=64 << 20,
         help="admin request limit (64 MiB)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--switch-interval-ms",
         type=positive_float,
         default=0.5,
         help="Python's GIL switch interval (default 0.5)",
     )
-    parser.add_argument("--no-access-log", action="store_true", help="no JSON log line per request")
-    parser.add_argument("--no-metrics", action="store_true", help="no Prometheus metrics at /metrics")
-    return parser
 
 
 def limit_threads(threads: int, model_threads: int = 1, runtime: str = "onnx") -> None:

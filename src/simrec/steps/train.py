@@ -6,17 +6,17 @@ Checkpoints every epoch; --resume continues from the last one (same MLflow run, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
-import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from pyspark.sql import SparkSession
-from pyspark.sql import functions as F
 
 from simrec.data.fashion_mnist import format_classes, parse_classes
 from simrec.data.lineage import read_lineage
@@ -26,8 +26,16 @@ from simrec.infra.plots import training_curves
 from simrec.infra.progress import report
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.train.checkpoints import training_folder
-from simrec.train.data import Arrays, petastorm_source, read_table, split
-from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob, run_training
+from simrec.train.data import ShardSource
+from simrec.train.horovod_spark import (
+    TrainingRows,
+    copy_model,
+    petastorm_input,
+    rank0_model_dir,
+    run_ranks,
+    training_rows,
+)
+from simrec.train.loop import EMBEDDING_MODEL_FILE, TrainJob
 from simrec.train.params import TrainParams
 
 log = logging.getLogger(__name__)
@@ -35,8 +43,11 @@ MLFLOW_RUN_FILE = "mlflow_run.json"
 SUMMARY_FILE = "training.json"
 
 
-def _url(location: Path | str) -> str:
-    return str(location) if "://" in str(location) else f"file://{Path(location).resolve()}"
+def _check(validation_fraction: float, workers: int) -> None:
+    if not 0.0 < validation_fraction < 1.0:
+        raise InputError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
+    if workers < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
 
 
 def train(
@@ -56,41 +67,18 @@ def train(
     """Trains with `workers` Horovod ranks and returns the training summary (also written to model_dir).
     Items of `exclude_classes` are left out of training and validation (evaluate then measures how the
     model retrieves categories it never saw)."""
-    import horovod.spark
-    from petastorm.spark import SparkDatasetConverter
-
-    if not 0.0 < validation_fraction < 1.0:
-        raise InputError(f"validation fraction must be between 0 and 1, got {validation_fraction}")
-    if workers < 1:
-        raise InputError(f"workers must be at least 1, got {workers}")
+    _check(validation_fraction, workers)
     started = time.perf_counter()
     table = lineage["tables"]["train"]
-    catalogue = read_table(spark, table)
-    if exclude_classes:
-        catalogue = catalogue.where(~F.col("label").isin(list(exclude_classes)))
-    train_frame, validation_frame = split(catalogue, validation_fraction)
-    validation = Arrays.collect(validation_frame)
-    train_rows = train_frame.count()
-    steps_per_epoch = train_rows // (params.batch_size * workers)
-    if steps_per_epoch == 0 or len(validation) < 2:
-        raise InputError(
-            f"too little data: {train_rows} training and {len(validation)} validation rows for batch size "
-            f"{params.batch_size} x {workers} workers"
-        )
+    rows = training_rows(
+        spark, table, validation_fraction=validation_fraction, exclude_classes=exclude_classes,
+        batch_size=params.batch_size, workers=workers,
+    )  # fmt: skip
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, _url(checkpoint_dir / "petastorm"))
-    source, converter = petastorm_source(train_frame, 4 * workers, params.batch_size, params.seed)
-
-    # Rank 0 saves the model. With executor pods (k8s:// master) it runs elsewhere than this task, so it
-    # saves to the checkpoint folder that both see (the claim), and the model is copied to the output here.
-    on_executors = not spark.sparkContext.master.startswith("local")
-    rank0_model_dir = checkpoint_dir / "model" if on_executors else model_dir
-
-    run_file = checkpoint_dir / MLFLOW_RUN_FILE
-    resumed_run = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
-    with start_run(experiment, run_id=resumed_run, run_name=None if resumed_run else "train") as run:
-        write_json_atomic(run_file, {"run_id": run.info.run_id})
-        if not resumed_run:
+    source, converter = petastorm_input(spark, rows, checkpoint_dir, workers, params.batch_size, params.seed)
+    rank0_dir = rank0_model_dir(spark, model_dir, checkpoint_dir)
+    with _mlflow_run(experiment, checkpoint_dir, resume) as (run, resumed):
+        if not resumed:
             mlflow.log_params(
                 params.model_dump()
                 | {
@@ -102,52 +90,79 @@ def train(
             mlflow.set_tags(lineage_tags(lineage, git_sha) | {"simrec.step": "train"})
         log.info(
             "training on %d rows (%d steps/epoch x %d workers), validating on %d rows of %s@v%s",
-            train_rows,
-            steps_per_epoch,
-            workers,
-            len(validation),
-            table["uri"],
-            table["version"],
-        )
-        job = TrainJob(
-            params=params,
-            source=source,
-            steps_per_epoch=steps_per_epoch,
-            validation=validation,
-            checkpoint_dir=str(checkpoint_dir),
-            model_dir=str(rank0_model_dir),
-            resume=resume,
-            mlflow_run_id=run.info.run_id,
-            threads=max(1, (os.cpu_count() or 1) // workers),
-            # Spark's Python workers keep the environment the session started with, so the store is
-            # passed explicitly.
-            env={"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
-        )
-        try:
-            results = horovod.spark.run(
-                run_training, args=(job, True), num_proc=workers, use_gloo=True, verbose=1
-            )
-        finally:
-            converter.delete()
-        if rank0_model_dir != model_dir:
-            shutil.copytree(rank0_model_dir, model_dir, dirs_exist_ok=True)
-        history = results[0]
+            rows.train_rows, rows.steps_per_epoch, workers,
+            len(rows.validation), table["uri"], table["version"],
+        )  # fmt: skip
+        job = _job(params, source, rows, checkpoint_dir, rank0_dir, resume, run.info.run_id, workers)
+        history = run_ranks(job, workers, converter)
+        copy_model(rank0_dir, model_dir)
         mlflow.log_artifact(str(model_dir / EMBEDDING_MODEL_FILE), artifact_path="model")
         mlflow.log_figure(training_curves(history), "training_curves.png")
-        summary = {
-            "mlflow_run_id": run.info.run_id,
-            "params": params.model_dump(),
-            "workers": workers,
-            "exclude_classes": list(exclude_classes),
-            "train_rows": train_rows,
-            "validation_rows": len(validation),
-            "table": table,
-            "history": history,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-        }
+        summary = _summary(run.info.run_id, params, workers, exclude_classes, rows, table, history, started)
         mlflow.log_metric("wall_seconds", summary["wall_seconds"])
     write_json_atomic(model_dir / SUMMARY_FILE, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _mlflow_run(experiment: str, checkpoint_dir: Path, resume: bool) -> Iterator[tuple[Any, bool]]:
+    """The training's MLflow run, and whether it is the one an earlier attempt started: a resumed
+    training continues its run (one set of curves), found through the file the attempt left beside its
+    checkpoints."""
+    run_file = checkpoint_dir / MLFLOW_RUN_FILE
+    resumed_run = json.loads(run_file.read_text())["run_id"] if resume and run_file.exists() else None
+    with start_run(experiment, run_id=resumed_run, run_name=None if resumed_run else "train") as run:
+        write_json_atomic(run_file, {"run_id": run.info.run_id})
+        yield run, resumed_run is not None
+
+
+def _job(
+    params: TrainParams,
+    source: ShardSource,
+    rows: TrainingRows,
+    checkpoint_dir: Path,
+    rank0_dir: Path,
+    resume: bool,
+    run_id: str,
+    workers: int,
+) -> TrainJob:
+    return TrainJob(
+        params=params,
+        source=source,
+        steps_per_epoch=rows.steps_per_epoch,
+        validation=rows.validation,
+        checkpoint_dir=str(checkpoint_dir),
+        model_dir=str(rank0_dir),
+        resume=resume,
+        mlflow_run_id=run_id,
+        threads=max(1, (os.cpu_count() or 1) // workers),
+        # Spark's Python workers keep the environment the session started with, so the store is
+        # passed explicitly.
+        env={"TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()},
+    )
+
+
+def _summary(
+    run_id: str,
+    params: TrainParams,
+    workers: int,
+    exclude_classes: tuple[int, ...],
+    rows: TrainingRows,
+    table: dict[str, Any],
+    history: list[dict[str, float]],
+    started: float,
+) -> dict[str, Any]:
+    return {
+        "mlflow_run_id": run_id,
+        "params": params.model_dump(),
+        "workers": workers,
+        "exclude_classes": list(exclude_classes),
+        "train_rows": rows.train_rows,
+        "validation_rows": len(rows.validation),
+        "table": table,
+        "history": history,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 def _flag(name: str) -> str:

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,88 +157,139 @@ def _rank_and_size(distributed: bool) -> tuple[int, int]:
     return hvd.rank(), hvd.size()
 
 
-def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | None:
-    """Trains; on rank 0 returns the per-epoch history (including epochs of a resumed run)."""
+def _configure_process(job: TrainJob) -> None:
     os.environ.update(job.env)
     # petastorm 0.13 on pyarrow 14 warns about deprecated pyarrow APIs on every read
     warnings.filterwarnings("ignore", category=FutureWarning, module="petastorm")
     if job.threads:
         tf.config.threading.set_intra_op_parallelism_threads(job.threads)
         tf.config.threading.set_inter_op_parallelism_threads(job.threads)
+
+
+@dataclass
+class _Training:
+    """A rank's model, optimizer and checkpoints, with the epochs done so far."""
+
+    model: tf.keras.Model
+    exported: tf.keras.Model  # what is validated and saved (and so evaluated and served)
+    optimizer: tf.keras.optimizers.Optimizer
+    epoch: tf.Variable
+    saved_history: tf.Variable
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+
+    @classmethod
+    def build(cls, job: TrainJob, size: int) -> _Training:
+        params = job.params
+        embedder, model = build_training_model(params)
+        # the embedder with its inference options
+        exported = inference_model(embedder, params.flip_average, params.pixel_weight, params.hog_weight)
+        optimizer = tf.keras.optimizers.Adam(learning_rate(params, job.steps_per_epoch, size))
+        optimizer.build(trained_variables(model, params))
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # The history travels inside the checkpoint, so a checkpoint and its history are saved in one
+        # atomic step: a process killed between writing one and the other cannot leave them disagreeing.
+        saved_history = tf.Variable("[]", dtype=tf.string, trainable=False)
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, history=saved_history)
+        manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
+        return cls(model, exported, optimizer, epoch, saved_history, checkpoint, manager)
+
+    def restore(self) -> list[dict[str, float]]:
+        """The history of the latest checkpoint, restored with it (rank 0; the others get its state by
+        broadcast)."""
+        self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return json.loads(self.saved_history.numpy().decode())
+
+
+def run_training(job: TrainJob, distributed: bool) -> list[dict[str, float]] | None:
+    """Trains; on rank 0 returns the per-epoch history (including epochs of a resumed run)."""
+    _configure_process(job)
     rank, size = _rank_and_size(distributed)
     params = job.params
     tf.keras.utils.set_random_seed(params.seed + rank)
-    embedder, model = build_training_model(params)
-    # What is validated and saved (and so evaluated and served): the embedder with its inference options
-    exported = inference_model(embedder, params.flip_average, params.pixel_weight, params.hog_weight)
-    optimizer = tf.keras.optimizers.Adam(learning_rate(params, job.steps_per_epoch, size))
-    optimizer.build(trained_variables(model, params))
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    # The history travels inside the checkpoint, so a checkpoint and its history are saved in one atomic
-    # step: a process killed between writing one and the other cannot leave them disagreeing.
-    saved_history = tf.Variable("[]", dtype=tf.string, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch, history=saved_history)
-    manager = tf.train.CheckpointManager(checkpoint, job.checkpoint_dir, max_to_keep=2)
+    training = _Training.build(job, size)
     history: list[dict[str, float]] = []
     logger = _MlflowLogger(job.mlflow_run_id) if rank == 0 else None
-    if job.resume and manager.latest_checkpoint and rank == 0:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        history = json.loads(saved_history.numpy().decode())
+    if job.resume and training.manager.latest_checkpoint and rank == 0:
+        history = training.restore()
         if logger:  # epochs checkpointed by a process killed before it logged them
             logger.log_missing(history)
     if distributed:
-        broadcast_initial_state(model.variables + optimizer.variables + [epoch])
-    train_step = make_train_step(model, optimizer, params, distributed)
+        broadcast_initial_state(training.model.variables + training.optimizer.variables + [training.epoch])
+    train_step = make_train_step(training.model, training.optimizer, params, distributed)
     validation_images = job.validation.pixels() if rank == 0 else None
 
     with job.source(rank, size) as shard:
         batches = iter(training_batches(shard, params.augment, params.seed + rank))
-        for current in range(int(epoch.numpy()), params.epochs):
-            started = time.perf_counter()
-            losses = []
-            for _ in range(job.steps_per_epoch):
-                losses.append(float(train_step(*next(batches))))
-                if job.deadline and time.time() > job.deadline:
-                    raise TrialTimeout(f"stopped in epoch {current + 1}: over the time limit")
-            seconds = time.perf_counter() - started
-            mean_loss = float(np.mean(losses))
-            if distributed:
-                import horovod.tensorflow as hvd
-
-                mean_loss = float(hvd.allreduce(tf.constant(mean_loss), op=hvd.Average))
-            if not np.isfinite(mean_loss):  # after the allreduce, so every rank stops together
-                raise NonFiniteLoss(f"epoch {current + 1}: loss is {mean_loss}")
-            epoch.assign(current + 1)
+        for current in range(int(training.epoch.numpy()), params.epochs):
+            mean_loss, seconds = _train_epoch(job, train_step, batches, current, distributed)
+            training.epoch.assign(current + 1)
             if rank != 0:
                 continue
             record = {
                 "epoch": current + 1,
                 "train_loss": mean_loss,
                 "val_recall_at_1": _leave_one_out_recall_at_1(
-                    exported, validation_images, job.validation.labels
+                    training.exported, validation_images, job.validation.labels
                 ),
                 "images_per_sec_per_worker": job.steps_per_epoch * params.batch_size / seconds,
                 "epoch_seconds": seconds,
             }
             history.append(record)
-            saved_history.assign(json.dumps(history))
-            manager.save(checkpoint_number=current + 1)
-            crash_point(f"train:after-checkpoint-{current + 1}")
-            write_json_atomic(Path(job.checkpoint_dir) / HISTORY_FILE, history)  # for people, not resume
-            if logger:
-                logger.log(record)
-            print(
-                f"epoch {current + 1}/{params.epochs}: loss {mean_loss:.4f}, "
-                f"val recall@1 {record['val_recall_at_1']:.4f}, "
-                f"{record['images_per_sec_per_worker']:.0f} img/s per worker",
-                flush=True,
-            )
+            _save_epoch(job, training, history, logger)
     if rank != 0:
         return None
     crash_point("train:before-model-save")
     Path(job.model_dir).mkdir(parents=True, exist_ok=True)
-    exported.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
+    training.exported.save(Path(job.model_dir) / EMBEDDING_MODEL_FILE)
     return history
+
+
+def _train_epoch(
+    job: TrainJob,
+    train_step: Callable[..., tf.Tensor],
+    batches: Iterator[Any],
+    current: int,
+    distributed: bool,
+) -> tuple[float, float]:
+    """One epoch's steps: (mean loss over every rank, seconds). Raises TrialTimeout past the job's
+    deadline, NonFiniteLoss on every rank when the loss is not finite."""
+    started = time.perf_counter()
+    losses = []
+    for _ in range(job.steps_per_epoch):
+        losses.append(float(train_step(*next(batches))))
+        if job.deadline and time.time() > job.deadline:
+            raise TrialTimeout(f"stopped in epoch {current + 1}: over the time limit")
+    seconds = time.perf_counter() - started
+    mean_loss = float(np.mean(losses))
+    if distributed:
+        import horovod.tensorflow as hvd
+
+        mean_loss = float(hvd.allreduce(tf.constant(mean_loss), op=hvd.Average))
+    if not np.isfinite(mean_loss):  # after the allreduce, so every rank stops together
+        raise NonFiniteLoss(f"epoch {current + 1}: loss is {mean_loss}")
+    return mean_loss, seconds
+
+
+def _save_epoch(
+    job: TrainJob, training: _Training, history: list[dict[str, float]], logger: _MlflowLogger | None
+) -> None:
+    """Rank 0, after each epoch: the checkpoint with the history, the history for people, the epoch's
+    metrics in MLflow and a progress line."""
+    record = history[-1]
+    current = int(record["epoch"])
+    training.saved_history.assign(json.dumps(history))
+    training.manager.save(checkpoint_number=current)
+    crash_point(f"train:after-checkpoint-{current}")
+    write_json_atomic(Path(job.checkpoint_dir) / HISTORY_FILE, history)  # for people, not resume
+    if logger:
+        logger.log(record)
+    print(
+        f"epoch {current}/{job.params.epochs}: loss {record['train_loss']:.4f}, "
+        f"val recall@1 {record['val_recall_at_1']:.4f}, "
+        f"{record['images_per_sec_per_worker']:.0f} img/s per worker",
+        flush=True,
+    )
 
 
 class _MlflowLogger:
