@@ -1,5 +1,8 @@
 """Configuration: conf/base/simrec.yaml, overlaid by conf/<profile>/simrec.yaml, overlaid by
-SIMREC__SECTION__KEY environment variables; validated once, here, with errors that name the source."""
+SIMREC__SECTION__KEY environment variables; validated once, here, with errors that name the source.
+
+Longer than most modules (~500 lines) because it is the one schema of every profile section: split by
+section, the cross-section checks and the error-naming loader would be spread over many files."""
 
 from __future__ import annotations
 

@@ -12,7 +12,10 @@ Only KServe's status is read: status.conditions, status.modelStatus and status.c
 (latestCreatedRevision, latestReadyRevision, latestRolledoutRevision, previousRolledoutRevision,
 traffic). Not status.observedGeneration: KServe copies the Knative Service's generation there, another
 counter than the InferenceService's; a new latestCreatedRevision and the traffic split show that KServe
-acted on a change. The Kubernetes API is reached through simrec.kserve.api."""
+acted on a change. The Kubernetes API is reached through simrec.kserve.api.
+
+About 340 lines: the status reading, the waits and the roll-back-on-failure paths are one state machine
+over the same object; tests/steps/test_kserve.py drives it against a real API server."""
 
 from __future__ import annotations
 

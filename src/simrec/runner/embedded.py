@@ -17,7 +17,10 @@ table versions) therefore travels as a parameter. One addition: an image tag doe
 lock file does here, so the lock's content (images/<image>/requirements.txt) is part of the key.
 
 With containers (`simrec run --containers`, simrec.runner.containers) each command runs in its image
-instead, and the image's ID takes the lock's place in the key: it covers the lock and the code alike."""
+instead, and the image's ID takes the lock's place in the key: it covers the lock and the code alike.
+
+About 380 lines: the DAG walk, the cache key and the task's execution record are one contract with KFP's
+backend, kept together so that it can be read against cacheutils and the driver side by side."""
 
 from __future__ import annotations
 

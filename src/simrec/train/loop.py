@@ -2,7 +2,10 @@
 
 Gradients are averaged with horovod's DistributedGradientTape (the API that averages under every Keras
 version; tests/steps/test_train_sync.py proves it), the learning rate is scaled by the world size, the
-initial state is broadcast from rank 0, and only rank 0 validates, logs and checkpoints."""
+initial state is broadcast from rank 0, and only rank 0 validates, logs and checkpoints.
+
+About 320 lines: setup, the state a resumed run restores, one epoch and saving it are one protocol
+between ranks; apart, each part would need the others' invariants restated."""
 
 from __future__ import annotations
 

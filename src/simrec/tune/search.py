@@ -1,5 +1,8 @@
 """The hyperparameter search the tune step runs: Hyperopt TPE over SparkTrials, each trial a nested MLflow
-run that trains single-process on the trial data and scores validation recall@1."""
+run that trains single-process on the trial data and scores validation recall@1.
+
+About 300 lines: the space, the objective run on Spark workers, and the outcome read back from MLflow
+change together."""
 
 from __future__ import annotations
 
