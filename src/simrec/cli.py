@@ -60,7 +60,7 @@ SUBCOMMANDS = {
         "step: retrieval metrics, ANN index, package, blessing gate",
     ),
     "export-onnx": Command(
-        "simrec.embedding.onnx_export:main",
+        "simrec.recommender.reexport:main",
         "steps",
         "add embedding.onnx to a recommender package (re-export)",
     ),

@@ -14,9 +14,10 @@ from packages import build_package
 
 from simrec.embedding.embedder import file_sha256
 from simrec.embedding.keras_model import EmbeddingModel
-from simrec.embedding.onnx_export import OPSET, TOLERANCE, export_onnx, reexport_package
+from simrec.embedding.onnx_export import OPSET, TOLERANCE, export_onnx
 from simrec.embedding.onnx_model import OnnxEmbeddingModel
 from simrec.recommender.package import MANIFEST_FILE, ONNX_FILE, PackageError, Recommender
+from simrec.recommender.reexport import reexport_package
 from simrec.train.model import build_embedding_model, inference_model
 
 
