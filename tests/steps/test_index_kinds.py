@@ -43,8 +43,8 @@ KINDS = {
     "exact": (IndexSpec(kind="exact"), 0.0, 1.0, 4 * DIM + 1),
     "hnsw": (IndexSpec(), 0.005, 0.98, 4 * DIM + 300),
     "hnsw_sq8": (IndexSpec(kind="hnsw_sq8"), 0.01, 0.95, DIM + 300),
-    # codes: 64 B of PCA-reduced SQ8 + 16 B of PQ + an 8 B id; trained: PCA, centroids, codebooks
-    "ivfpq": (IndexSpec(kind="ivfpq", nlist=64, nprobe=16, pq_m=16, pca_dim=64), 0.01, 0.75, 64 + 16 + 8 + 80),
+    # codes: 64 B of PCA-reduced SQ8 + 16 B of PQ + an 8 B id, + 80 for PCA, centroids, codebooks
+    "ivfpq": (IndexSpec(kind="ivfpq", nlist=64, nprobe=16, pq_m=16, pca_dim=64), 0.01, 0.75, 64 + 16 + 88),
     "ivfpq-no-pca": (
         IndexSpec(kind="ivfpq", nlist=64, nprobe=16, pq_m=32, pca_dim=0),
         0.01,
