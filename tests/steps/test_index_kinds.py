@@ -107,6 +107,16 @@ def test_small_catalogues_still_build(items: int) -> None:
         assert index.ntotal == items and (rows[:, 0] == np.arange(3)).all()
 
 
+def test_hnsw_sq8_pads_vectors_whose_size_simd_cannot_take(tmp_path: Path) -> None:
+    vectors, _ = class_vectors(1000, dim=61, seed=2)  # 61: not a multiple of 8, like the 569-d default
+    save_index(build_index(vectors, IndexSpec(kind="hnsw_sq8")), tmp_path / "index.faiss")
+    index = copy_index(load_index(tmp_path / "index.faiss", ef_search=32))
+    assert index.d == 61
+    _, rows = search(index, vectors[:5], 3)
+    assert (rows[:, 0] == np.arange(5)).all()
+    assert float(index.reconstruct(4) @ vectors[4]) > 0.99
+
+
 def test_compressed_kinds_keep_codes_not_vectors(catalogue) -> None:
     vectors, _ = catalogue
     exact = build_index(vectors[:500], IndexSpec(kind="hnsw"))

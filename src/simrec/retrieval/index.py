@@ -4,12 +4,13 @@ Kinds (`IndexSpec.kind`), by memory per item for the default 569-d float32 vecto
     exact     flat, inner product: what the others are measured against (2,276 B/item)
     hnsw      HNSW over the float vectors, inner product (2,276 B + the graph: ~2.5 KB/item)
     hnsw_sq8  HNSW over 8-bit scalar-quantised codes (`IndexHNSWSQ`, inner product, one byte per
-              dimension, ranges trained per dimension): ~4x smaller than `hnsw`, same search
-              (569 B + the graph, ~260 B at m=32: ~0.8 KB/item)
+              dimension, ranges trained per dimension; zero-padded to 576-d for faiss's SIMD code):
+              3x smaller than `hnsw`, the same search (576 B + the graph, ~270 B at m=32: 841 B/item)
     ivfpq     PCA to `pca_dim` (default 192), then an inverted file of `nlist` lists with product-quantised
               codes (`pq_m` bytes), whose `rerank` x k best candidates are re-ranked by 8-bit scalar codes
               of the PCA-reduced vectors (`IndexRefine`); searched in `nprobe` lists
-              (192 + 64 + 8 B of list id = 264 B/item at the defaults, plus the PCA matrix, 437 KB)
+              (192 + 64 + 8 B of id = 264 B/item at the defaults, plus ~3 MB trained: PCA matrices,
+              centroids, codebooks; 303 B/item at 70k items, ~267 at 1M)
 
 Why `ivfpq` is built this way: the goal is <= 300 B/item in memory at 1M items. Re-ranking the short list
 with the exact float vectors (`IndexRefineFlat`) keeps 2,276 B/item in RAM, which defeats it, and even 8-bit
@@ -60,6 +61,7 @@ SMALLEST = {
 TRAIN_SAMPLE = 100_000  # training vectors at most (PCA, IVF centroids, PQ codebooks, SQ ranges)
 POINTS_PER_LIST = 39  # faiss's own minimum of training points per k-means centroid
 PQ_BITS = 8
+SIMD_WIDTH = 8  # floats faiss's scalar-quantiser SIMD code takes at once (AVX2)
 
 
 def _at_least(name: str, value: int, smallest: int) -> None:
@@ -108,6 +110,24 @@ def _training_sample(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     return vectors[rows]
 
 
+def _hnsw_sq8(dim: int, spec: IndexSpec):
+    """HNSW over 8-bit codes; vectors whose size is not a multiple of SIMD_WIDTH are padded with zeros
+    first: faiss's scalar quantiser uses its SIMD distance code only then (at 569-d, without it, the build
+    took 5x and a search 3.5x as long as `hnsw`'s)."""
+    import faiss
+
+    padded = -(-dim // SIMD_WIDTH) * SIMD_WIDTH
+    index = faiss.IndexHNSWSQ(padded, faiss.ScalarQuantizer.QT_8bit, spec.m, faiss.METRIC_INNER_PRODUCT)
+    if padded == dim:
+        return index
+    pad = faiss.RemapDimensionsTransform(dim, padded, True)
+    wrapped = faiss.IndexPreTransform(pad, index)
+    wrapped.own_fields = True
+    pad.this.disown()
+    index.this.disown()
+    return wrapped
+
+
 def _ivfpq(dim: int, spec: IndexSpec, n_train: int):
     import faiss
 
@@ -123,6 +143,9 @@ def _ivfpq(dim: int, spec: IndexSpec, n_train: int):
     quantizer = faiss.IndexFlatL2(reduced)
     base = faiss.IndexIVFPQ(quantizer, reduced, nlist, pq_m, bits, faiss.METRIC_L2)
     base.nprobe = spec.nprobe
+    # no precomputed distance tables (nlist x pq_m x 256 floats: 67 MB at the defaults, 67 B/item at 1M):
+    # each probed list's table is computed per query instead, and load_index does not rebuild them
+    base.use_precomputed_table = -1
     base.own_fields = True
     quantizer.this.disown()
     refine = faiss.IndexScalarQuantizer(reduced, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_L2)
@@ -152,7 +175,7 @@ def build_index(vectors: np.ndarray, spec: IndexSpec = DEFAULT_SPEC):  # -> fais
     elif spec.kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, spec.m, faiss.METRIC_INNER_PRODUCT)
     elif spec.kind == "hnsw_sq8":
-        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, spec.m, faiss.METRIC_INNER_PRODUCT)
+        index = _hnsw_sq8(dim, spec)
     else:
         index = _ivfpq(dim, spec, len(train))
     for layer in _layers(index):
@@ -194,7 +217,7 @@ def load_index(path: Path, ef_search: int | None = None, nprobe: int | None = No
         _at_least("ef_search", ef_search, SMALLEST["ef_search"])
     if nprobe is not None:
         _at_least("nprobe", nprobe, SMALLEST["nprobe"])
-    index = faiss.read_index(str(path))
+    index = faiss.read_index(str(path), faiss.IO_FLAG_SKIP_PRECOMPUTE_TABLE)
     for layer in _layers(index):
         if ef_search is not None and hasattr(layer, "hnsw"):
             layer.hnsw.efSearch = ef_search
