@@ -4,7 +4,7 @@ The serve environment has no TensorFlow, so its tests build theirs with build_in
 this same build_package in the steps environment: one way to make a package, the pipeline's (evaluate
 runs in the steps image too), rather than checked-in binary packages that would drift from the code.
 
-    python tests/packages.py FOLDER:COUNT:SEED ...   (steps environment)"""
+    python tests/packages.py FOLDER:COUNT:SEED[:KIND] ...   (steps environment; KIND: index kind)"""
 
 from __future__ import annotations
 
@@ -50,34 +50,36 @@ def embedding_model_file(folder: Path, seed: int = 0, dim: int = 16) -> Path:
     return path
 
 
-def build_package(folder: Path, count: int = 300, seed: int = 0) -> Path:
-    """A complete recommender package in `folder` (model, HNSW index, items, manifest)."""
+def build_package(folder: Path, count: int = 300, seed: int = 0, kind: str = "hnsw") -> Path:
+    """A complete recommender package in `folder` (model, index of that kind, items, manifest)."""
     from simrec.embedding.keras_model import EmbeddingModel
     from simrec.recommender.package import write_package
+    from simrec.retrieval.index import IndexSpec
 
     model_file = embedding_model_file(folder.parent / f"{folder.name}-model", seed)
     items = catalogue_items(count, seed)
     vectors = EmbeddingModel(model_file).embed_pixels(np.stack(items["pixels"].to_list()))
-    return write_package(folder, model_file, items, vectors)
+    return write_package(folder, model_file, items, vectors, IndexSpec(kind=kind))
 
 
-def build_in_steps_env(*packages: tuple[Path, int, int]) -> list[Path]:
-    """build_package(folder, count, seed) for each, run by the steps environment's Python (from the serve
-    environment's tests), all in one process: TensorFlow's start is most of a small package's time."""
+def build_in_steps_env(*packages: tuple) -> list[Path]:
+    """build_package(folder, count, seed[, kind]) for each, run by the steps environment's Python (from
+    the serve environment's tests), all in one process: TensorFlow's start is most of a small package's
+    time."""
     from simrec.infra import paths
 
     program = paths.envs_dir() / "steps" / "bin" / "python"
     here = Path(__file__).resolve().parent
     python_path = os.pathsep.join([str(paths.CHECKOUT / "src"), str(here)])
     done = subprocess.run(
-        [str(program), str(Path(__file__).resolve()), *(f"{f}:{c}:{s}" for f, c, s in packages)],
+        [str(program), str(Path(__file__).resolve()), *(":".join(map(str, p)) for p in packages)],
         capture_output=True,
         text=True,
         env=os.environ | {"PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
     if done.returncode != 0:
         raise RuntimeError(f"building packages in the steps environment failed:\n{done.stderr[-3000:]}")
-    return [folder for folder, _, _ in packages]
+    return [package[0] for package in packages]
 
 
 def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
@@ -93,6 +95,7 @@ def run_validate(package: Path, outputs: Path) -> subprocess.CompletedProcess:
 
 
 if __name__ == "__main__":
-    for spec in sys.argv[1:]:
-        folder, count, seed = spec.rsplit(":", 2)
-        build_package(Path(folder), int(count), int(seed))
+    for spec in sys.argv[1:]:  # FOLDER:COUNT:SEED[:KIND]
+        parts = spec.split(":")
+        kind = "hnsw" if parts[-1].isdigit() else parts.pop()
+        build_package(Path(":".join(parts[:-2])), int(parts[-2]), int(parts[-1]), kind)

@@ -126,7 +126,8 @@ def evaluation_report(evaluation: Evaluation, figures: dict[str, Figure], model_
     sections: list[Section] = [("Gate", verdict)]
     sections += _retrieval_tables(evaluation)
     ann = {k: v for k, v in evaluation.metrics.items() if k.startswith(("ann_", "exact_"))}
-    sections.append(("Nearest-neighbour index", ([[k, v] for k, v in ann.items()], ["measure", "value"])))
+    rows = [[f"index {k}", v] for k, v in evaluation.index.items()] + [[k, v] for k, v in ann.items()]
+    sections.append(("Nearest-neighbour index", (rows, ["measure", "value"])))
     segments = evaluation.segments
     sections.append(
         (

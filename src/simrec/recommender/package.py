@@ -36,7 +36,15 @@ from simrec.embedding.embedder import file_sha256
 from simrec.embedding.runtimes import RUNTIMES
 from simrec.infra.errors import InputError
 from simrec.infra.files import write_json_atomic
-from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index, search
+from simrec.retrieval.index import (
+    DEFAULT_SPEC,
+    IndexSpec,
+    build_index,
+    copy_index,
+    load_index,
+    save_index,
+    search,
+)
 
 FORMAT = 2
 MODEL_FILE = "embedding.keras"
@@ -89,7 +97,7 @@ class Recommender:
         self.manifest = read_manifest(folder)
         self.model = _embedding_model(folder, self.manifest, runtime, threads)
         self.items = pd.read_parquet(folder / ITEMS_FILE, columns=ITEM_COLUMNS)
-        self.index = load_index(folder / INDEX_FILE, self.manifest["index"].get("ef_search"))
+        self.index = load_package_index(folder, self.manifest)
         if self.index.ntotal != len(self.items) or self.index.d != self.model.dim:
             raise PackageError(
                 f"{folder}: index holds {self.index.ntotal} vectors of size {self.index.d} for "
@@ -124,6 +132,7 @@ class Recommender:
         if unknown:
             raise InputError(f"unknown item_id {unknown[0]!r}")
         own = [int(self.rows[item]) for item in item_ids]
+        # compressed index kinds give their codes decoded: close to the item's vector, not exactly it
         vectors = np.stack([self.index.reconstruct(row) for row in own])
         scores, rows = search(self.index, vectors, k + 1)
         return self._neighbours(scores, rows, own, k)
@@ -138,8 +147,6 @@ class Recommender:
         embedded with this package's model, as the next index version. `self` is left unchanged, so
         searches running on it are undisturbed (faiss indexes must not be searched while they grow) and
         the caller switches to the copy in one assignment. The package's files are not changed."""
-        from faiss import clone_index
-
         new = items[ITEM_COLUMNS].reset_index(drop=True)
         duplicated = new["item_id"][new["item_id"].duplicated()]
         if len(duplicated):
@@ -154,7 +161,7 @@ class Recommender:
             except InputError as exc:
                 raise InputError(f"item {item_id!r}: {exc}") from exc
         grown = copy.copy(self)
-        grown.index = clone_index(self.index)
+        grown.index = copy_index(self.index)
         if len(new):
             grown.index.add(self.model.embed_pixels(np.stack(pixels)))
         grown.items = pd.concat([self.items, new], ignore_index=True)
@@ -181,6 +188,12 @@ class Recommender:
                 if answers[way] != expected:
                     problems.append(f"{query['item_id']} {way}: {answers[way]} != {expected}")
         return problems
+
+
+def load_package_index(folder: Path, manifest: dict[str, Any]) -> Any:
+    """The package's index with the search settings its manifest records (efSearch, nprobe)."""
+    settings = manifest["index"]
+    return load_index(folder / INDEX_FILE, settings.get("ef_search"), settings.get("nprobe"))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

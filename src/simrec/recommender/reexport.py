@@ -12,18 +12,19 @@ import numpy as np
 import pandas as pd
 
 from simrec.data.codec import IMAGE_SIZE, decode_png
+from simrec.infra.errors import InputError
 from simrec.infra.files import write_json_atomic
 from simrec.infra.progress import report
 from simrec.recommender.package import (
     FORMAT,
-    INDEX_FILE,
     ITEMS_FILE,
     MANIFEST_FILE,
     PackageError,
     Recommender,
     add_onnx,
+    load_package_index,
 )
-from simrec.retrieval.index import load_index
+from simrec.retrieval.index import stored_vectors
 
 
 def reexport_package(folder: Path) -> dict[str, Any]:
@@ -32,8 +33,12 @@ def reexport_package(folder: Path) -> dict[str, Any]:
     (Keras's, from when it was built), and keeps the package only if its smoke queries still answer
     exactly as recorded. Returns the manifest's new `onnx` entry."""
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    index = load_index(folder / INDEX_FILE, manifest["index"].get("ef_search"))
-    vectors = index.reconstruct_n(0, index.ntotal)
+    index = load_package_index(folder, manifest)
+    # the vectors Keras made when the package was built: only an index that keeps them exactly has them
+    try:
+        vectors = stored_vectors(index, manifest["index"].get("kind", "hnsw"))
+    except InputError as exc:
+        raise PackageError(f"{folder}: cannot measure a re-export's agreement: {exc}") from exc
     images = pd.read_parquet(folder / ITEMS_FILE, columns=["image"])["image"]
     pixels = np.array([decode_png(png) for png in images], np.uint8).reshape(-1, *IMAGE_SIZE)
     entry = add_onnx(folder, vectors, pixels, index, manifest)

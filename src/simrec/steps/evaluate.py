@@ -29,7 +29,7 @@ from simrec.infra.files import atomic_write, write_json_atomic
 from simrec.infra.kfp_output import write_artifact_metadata
 from simrec.records import Evaluation, Training, write_record
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
-from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
+from simrec.retrieval.index import DEFAULT_SPEC, KINDS, IndexSpec
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
 
@@ -99,7 +99,7 @@ def evaluate(
         embeddings=scored.embeddings,
         segments=shown["segments"],
         onnx=packaged.onnx,
-        index={"kind": index_spec.kind, "m": index_spec.m, "ef_search": index_spec.ef_search},
+        index=index_spec.settings(),
     )
     page = report.evaluation_report(evaluation, shown["figures"], model_name)
     _log_run(evaluation, page, shown["figures"], gate, experiment, git_sha)
@@ -149,9 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate-mode", choices=GATE_MODES, default="enabled")
     parser.add_argument("--min-recall-at-1", type=float, default=0.0)
     parser.add_argument("--max-regression", type=float, default=0.0)
+    parser.add_argument("--index-kind", choices=KINDS, default=IndexSpec.kind, help="nearest-neighbour index")
     parser.add_argument("--index-m", type=int, default=IndexSpec.m, help="HNSW graph degree")
     parser.add_argument(
         "--index-ef-search", type=int, default=IndexSpec.ef_search, help="HNSW search breadth"
+    )
+    parser.add_argument("--index-nlist", type=int, default=IndexSpec.nlist, help="ivfpq: inverted lists")
+    parser.add_argument("--index-nprobe", type=int, default=IndexSpec.nprobe, help="ivfpq: lists searched")
+    parser.add_argument("--index-pq-m", type=int, default=IndexSpec.pq_m, help="ivfpq: PQ bytes per item")
+    parser.add_argument(
+        "--index-pca-dim", type=int, default=IndexSpec.pca_dim, help="ivfpq: dimensions kept (0: no PCA)"
+    )
+    parser.add_argument(
+        "--index-rerank", type=int, default=IndexSpec.rerank, help="ivfpq: candidates re-ranked per result"
     )
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--git-sha", default="unknown")
@@ -167,7 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     gate = GateSettings(args.gate_mode, args.min_recall_at_1, args.max_regression)
-    index_spec = IndexSpec(m=args.index_m, ef_search=args.index_ef_search)
+    index_spec = IndexSpec(
+        kind=args.index_kind,
+        m=args.index_m,
+        ef_search=args.index_ef_search,
+        nlist=args.index_nlist,
+        nprobe=args.index_nprobe,
+        pq_m=args.index_pq_m,
+        pca_dim=args.index_pca_dim,
+        rerank=args.index_rerank,
+    )
     lineage = read_lineage(args.lineage)
     from simrec.infra.spark import get_spark
 
