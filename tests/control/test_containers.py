@@ -106,7 +106,9 @@ def test_a_broken_dockerfile_fails_the_build(tmp_path, local_images) -> None:
 
 
 @needs_podman
-def test_run_in_containers_trains_serves_and_records_images(smoke_env, tmp_path, local_images) -> None:
+def test_run_in_containers_trains_serves_and_records_images(
+    smoke_env, tmp_path, local_images, request
+) -> None:
     """The smoke profile end to end with every task in its image; the deploy step starts the server from
     the serve image, and it answers a v2 inference."""
     run = simrec("run", "--containers", "--profile", "smoke", "--run-name", "boxed", env=smoke_env)
@@ -126,6 +128,8 @@ def test_run_in_containers_trains_serves_and_records_images(smoke_env, tmp_path,
     assert model.stat().st_uid == (1000 if os.geteuid() == 0 else os.geteuid())
     assert json.loads(model.read_text())["history"]
     server = json.loads((tmp_path / "serve" / "server.json").read_text())
+    # The server outlives the run by design (deploy starts it detached): this test's goes with the test.
+    request.addfinalizer(lambda: podman("rm", "--force", server["container"]))
     assert server["image"] == local_images["serve"]
     state = json.loads(podman("inspect", "--format", "{{json .State}}", server["container"]).stdout)
     assert state["Running"], state
