@@ -58,7 +58,8 @@ def main() -> None:
     import pandas as pd
 
     from simrec.data.codec import decode_png
-    from simrec.retrieval.index import load_index, search
+    from simrec.recommender.package import load_package_index
+    from simrec.retrieval.index import search
 
     manifest = json.loads((args.package / "recommender.json").read_text())
     onnx_file = args.package / "embedding.onnx"
@@ -76,7 +77,7 @@ def main() -> None:
     items = pd.read_parquet(args.package / "items.parquet", columns=["item_id", "image"])
     pngs = [bytes(png) for png in items["image"].iloc[-200:]]  # test images
     pixels = np.stack([decode_png(png) for png in pngs])
-    index = load_index(args.package / "index.faiss", manifest["index"].get("ef_search"))
+    index = load_package_index(args.package, manifest)
     body = json.dumps({"image": base64.b64encode(pngs[0]).decode(), "k": 5}).encode()
     vector = variants["onnx: 1 thread, no spin, arena, ENABLE_ALL (serving)"](
         pixels[:1, ..., None].astype(np.float32)

@@ -11,27 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from simrec.infra.errors import InputError
-from simrec.records import Lineage, parse_record
+from simrec.records import Lineage, load_json, parse_record
 
 
 def read_lineage(value: str | Path) -> dict[str, Any]:
     """The lineage from JSON text or a JSON file, checked against records.Lineage (whole numbers that came
     through protobuf's Struct as floats are ints again), as the JSON data the steps pass on; InputError
     naming the source and the fields at fault otherwise."""
-    text = str(value)
-    if isinstance(value, str) and text.lstrip().startswith("{"):
-        where, what, raw = "--lineage", "JSON", text
-    else:
-        where, what = str(value), "file"
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        where, what = "--lineage", "an ingest lineage JSON"
         try:
-            raw = Path(value).read_text()
-        except OSError as exc:
-            raise InputError(
-                f"{where}: not an ingest lineage file ({exc.__class__.__name__}: {exc})"
-            ) from exc
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not an ingest lineage {what} (JSONDecodeError: {exc})") from exc
-    lineage = parse_record(Lineage, data, where, f"an ingest lineage {what}")
+            data = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not {what} (JSONDecodeError: {exc})") from exc
+    else:
+        where, what = str(value), "an ingest lineage file"
+        data = load_json(Path(value), what)
+    lineage = parse_record(Lineage, data, where, what)
     return lineage.model_dump(mode="json", exclude_unset=True)  # what ingest wrote, nothing added
