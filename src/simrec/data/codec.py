@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import warnings
@@ -70,3 +71,8 @@ def decode_png(data: bytes) -> np.ndarray:
 def pixel_sha256(pixels: np.ndarray) -> str:
     """Content checksum of an image: SHA-256 of its raw row-major pixels (independent of PNG encoding)."""
     return hashlib.sha256(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def png_base64(png: bytes) -> str:
+    """PNG bytes as the base64 text every JSON body carries them in (requests, answers, the pyfunc)."""
+    return base64.b64encode(png).decode("ascii")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from simrec.data.codec import decode_png
+from simrec.data.codec import decode_png, png_base64
 from simrec.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -54,12 +54,8 @@ def signature() -> ModelSignature:
     )
 
 
-def encode_image(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
-
-
 def image_query(png: bytes) -> dict[str, str | None]:
-    return {"image": encode_image(png), "item_id": None}
+    return {"image": png_base64(png), "item_id": None}
 
 
 def item_query(item_id: str) -> dict[str, str | None]:

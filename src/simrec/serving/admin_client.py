@@ -4,13 +4,13 @@ answer, and a refusal (the serving version unchanged) or no answer as DeployErro
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import requests
 
+from simrec.data.codec import png_base64
 from simrec.infra.errors import InputError
 from simrec.recommender.package import item_label
 
@@ -75,5 +75,5 @@ def new_item(row: Any) -> dict[str, Any]:
         "item_id": row.item_id,
         "label": label,
         "label_name": label_name,
-        "image": base64.b64encode(row.image).decode("ascii"),
+        "image": png_base64(row.image),
     }

@@ -7,7 +7,6 @@ answered 422 whether or not a model is loaded."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
@@ -62,10 +61,6 @@ def model(state: ServingState, name: str) -> Served:
     if name != state.model_name:
         raise HTTPException(404, f"unknown model {name!r}; this server serves {state.model_name!r}")
     return serving(state)
-
-
-def b64(png: bytes) -> str:
-    return base64.b64encode(png).decode("ascii")
 
 
 async def answer(batcher: Batcher, served: Served, query: ItemQuery, k: int) -> list[list[Neighbour]]:

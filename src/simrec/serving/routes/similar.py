@@ -10,11 +10,12 @@ import pandas as pd
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
 
+from simrec.data.codec import png_base64
 from simrec.recommender.package import item_label
 from simrec.serving import schemas as s
 from simrec.serving.inputs import Query as ItemQuery
 from simrec.serving.inputs import finite, pixels_from_base64, pixels_from_rows
-from simrec.serving.routes.context import BatcherDep, PageDep, StateDep, answer, b64, bearer, serving
+from simrec.serving.routes.context import BatcherDep, PageDep, StateDep, answer, bearer, serving
 
 page = APIRouter()
 router = APIRouter(tags=["similar"], dependencies=[bearer])
@@ -45,7 +46,7 @@ async def similar(request: s.SimilarRequest, state: StateDep, batcher: BatcherDe
             label=n.label,
             label_name=n.label_name,
             score=finite(n.score),
-            **({"image": b64(recommender.image(n.item_id))} if request.include_images else {}),
+            **({"image": png_base64(recommender.image(n.item_id))} if request.include_images else {}),
         )
         for n in (await answer(batcher, served, query, request.k))[0]
     ]
@@ -63,7 +64,7 @@ def _catalogue_item(items: pd.DataFrame, row: int) -> s.CatalogueItem:
         item_id=str(items["item_id"].iat[row]),
         label=label,
         label_name=label_name,
-        image=b64(bytes(items["image"].iat[row])),
+        image=png_base64(bytes(items["image"].iat[row])),
     )
 
 
