@@ -64,7 +64,7 @@ def one_round(spark: SparkSession, source: str, delta_first: bool) -> tuple[dict
             else:
                 seconds["parquet"], _ = timed(lambda: parquet(spark, source, folder))
         seconds["unchanged"], again = timed(lambda: ingest(no_spark, source, lake, checksums="official"))
-        assert again["tables"] == lineage["tables"], (again, lineage)
+        assert again.tables == lineage.tables, (again, lineage)
         command = [str(Path(sys.executable).parent / "simrec"), "ingest", "--source", source]
         command += ["--lake-uri", lake, "--lineage-out", str(folder / "lineage.json")]
         seconds["unchanged_process"], _ = timed(lambda: subprocess.run(command, check=True))
@@ -98,7 +98,8 @@ def main() -> None:
     rounds = [one_round(spark, args.source, delta_first=r % 2 == 0) for r in range(args.rounds)]
     median = {key: statistics.median(s[key] for s, _ in rounds) for key in rounds[0][0]}
     lineage = rounds[0][1]
-    print(f"rows: {sum(t['rows'] for t in lineage['tables'].values())}, rounds: {args.rounds}, medians:")
+    rows = sum(table.rows or 0 for _, table in lineage.tables.items())
+    print(f"rows: {rows}, rounds: {args.rounds}, medians:")
     print(f"  first ingest: read + verify + encode + Delta write   {median['delta']:.1f} s")
     print(f"  the same with a plain Parquet write                 {median['parquet']:.1f} s")
     print(f"  ratio Delta / Parquet                               {median['delta'] / median['parquet']:.2f}")

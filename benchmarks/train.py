@@ -74,7 +74,7 @@ def main() -> None:
         )
         test_recall = test_recall_at_1(spark, lineage, Path(tmp) / "model")
         spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, f"file://{tmp}/petastorm")
-        train_frame, _ = split(read_table(spark, lineage["tables"]["train"]), validation_fraction)
+        train_frame, _ = split(read_table(spark, lineage.tables.train), validation_fraction)
         reader_rate = reader_rows_per_second(train_frame, params.batch_size, Path(tmp))
     history = summary["history"]
     rates = [h["images_per_sec_per_worker"] for h in history[1:]] or [history[0]["images_per_sec_per_worker"]]

@@ -49,6 +49,7 @@ def test_outside_git_and_the_override(tmp_path, monkeypatch) -> None:
 def test_lineage_is_read_from_json_text_or_a_file(tmp_path) -> None:
     from simrec.data.lineage import read_lineage
     from simrec.infra.errors import InputError
+    from simrec.records import Table
 
     text = '{"tables": {"train": {"uri": "/lake/train", "version": 3}}}'
     path = tmp_path / "lineage.json"
@@ -56,7 +57,7 @@ def test_lineage_is_read_from_json_text_or_a_file(tmp_path) -> None:
     assert read_lineage(text) == read_lineage(path) == read_lineage(str(path))
     # through a KFP STRUCT parameter (protobuf) every number arrives as a double
     as_struct = '{"tables": {"train": {"uri": "/lake/train", "version": 3.0, "rows": 200.0}}}'
-    assert read_lineage(as_struct)["tables"]["train"] == {"uri": "/lake/train", "version": 3, "rows": 200}
+    assert read_lineage(as_struct).tables.train == Table(uri="/lake/train", version=3, rows=200)
     missing_train = r"--lineage: not an ingest lineage JSON \(tables\.train: Field required"
     with pytest.raises(InputError, match=missing_train):
         read_lineage('{"tables": {}}')

@@ -22,15 +22,14 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def lineage_file(spark, tmp_path_factory) -> Path:
     """A small catalogue ingested once for the training tests, and its lineage file."""
-    import json
-
+    from simrec.records import write_record
     from simrec.steps.ingest import ingest
 
     root = tmp_path_factory.mktemp("train-data")
     source = write_dataset(root / "src", train=600, test=100)
     lineage = ingest(spark, str(source), str(root / "lake"), checksums="none")
     path = root / "lineage.json"
-    path.write_text(json.dumps(lineage))
+    write_record(path, lineage)
     return path
 
 

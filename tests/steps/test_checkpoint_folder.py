@@ -3,10 +3,13 @@
 
 from pathlib import Path
 
+from simrec.records import Lineage
 from simrec.train.checkpoints import training_folder
 from simrec.train.params import TrainParams
 
-LINEAGE = {"tables": {"train": {"uri": "s3a://simrec/lake/train", "version": 3, "rows": 60000}}}
+LINEAGE = Lineage.model_validate(
+    {"tables": {"train": {"uri": "s3a://simrec/lake/train", "version": 3, "rows": 60000}}}
+)
 
 
 def _folder(**changes) -> Path:
@@ -27,7 +30,9 @@ def test_the_same_training_resumes_from_the_same_folder() -> None:
 
 
 def test_other_data_parameters_ranks_or_code_get_a_new_folder() -> None:
-    new_data = {"tables": {"train": LINEAGE["tables"]["train"] | {"version": 4}}}
+    new_data = Lineage.model_validate(
+        {"tables": {"train": {"uri": "s3a://simrec/lake/train", "version": 4, "rows": 60000}}}
+    )
     other_params = TrainParams.component_defaults().model_copy(update={"learning_rate": 0.002})
     variants = [
         _folder(lineage=new_data),

@@ -48,8 +48,8 @@ def test_evaluate_measures_packages_and_reports(spark, lineage_file, model_dir, 
     assert "champion_recall_at_1" not in metrics  # nothing registered yet
 
     # Raw-pixel recall@1 recomputed from the Delta files by an independent reader (delta-rs).
-    train_pixels, train_labels = _pixels_and_labels(lineage["tables"]["train"]["uri"])
-    test_pixels, test_labels = _pixels_and_labels(lineage["tables"]["test"]["uri"])
+    train_pixels, train_labels = _pixels_and_labels(lineage.tables.train.uri)
+    test_pixels, test_labels = _pixels_and_labels(lineage.tables.test.uri)
     expected = recall_at_k(top_k(test_pixels, train_pixels, 1), test_labels, train_labels, 1)
     assert metrics["pixels_recall_at_1"] == pytest.approx(expected)
     unseen_train, unseen_test = np.isin(train_labels, (2, 4)), np.isin(test_labels, (2, 4))

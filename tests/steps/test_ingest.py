@@ -74,8 +74,8 @@ def test_rerun_adds_no_rows_and_no_version(spark, lake, tmp_path) -> None:
     before = _versions(spark, lake_dir)
     for _ in range(2):  # recognised from the commits' recorded inputs: no Spark session is started
         lineage = ingest(_no_spark, str(source), str(lake_dir), checksums=str(source / "checksums.json"))
-        assert {t: s["version"] for t, s in lineage["tables"].items()} == before
-        assert {t: s["rows"] for t, s in lineage["tables"].items()} == {"train": 200, "test": 50}
+        assert {t: s.version for t, s in lineage.tables.items()} == before
+        assert {t: s.rows for t, s in lineage.tables.items()} == {"train": 200, "test": 50}
     assert _versions(spark, lake_dir) == before
     assert len(_recorded_inputs(lake_dir, "train")) == len(_recorded_inputs(lake_dir, "test")) == 1
 
@@ -87,10 +87,10 @@ def test_after_a_commit_by_someone_else_items_are_compared_again(spark, tmp_path
     train = table_uri(str(lake_dir), "train")
     spark.sql(f"DELETE FROM delta.`{train}` WHERE item_id = 'train-000007'")  # records no inputs
     again = ingest(spark, str(source), str(lake_dir), checksums="none")
-    assert (again["tables"]["train"]["version"], again["tables"]["train"]["rows"]) == (2, 30)
-    assert again["tables"]["test"] == first["tables"]["test"]
+    assert (again.tables.train.version, again.tables.train.rows) == (2, 30)
+    assert again.tables.test == first.tables.test
     assert "train-000007" in set(_read_delta(train)["item_id"])
-    assert ingest(_no_spark, str(source), str(lake_dir), checksums="none")["tables"] == again["tables"]
+    assert ingest(_no_spark, str(source), str(lake_dir), checksums="none").tables == again.tables
 
 
 def test_cli_writes_lineage(spark, lake, tmp_path) -> None:
@@ -132,11 +132,11 @@ def test_png_batch_appends_new_ids_once(spark, tmp_path) -> None:
     ingest(spark, str(source), str(lake_dir), checksums=checksums)
     images = _png_batch(tmp_path / "spring-2026", 4)
     first = ingest(spark, str(source), str(lake_dir), checksums=checksums, batch=tmp_path / "spring-2026")
-    assert (first["tables"]["train"]["version"], first["tables"]["train"]["rows"]) == (1, 34)
+    assert (first.tables.train.version, first.tables.train.rows) == (1, 34)
     again = ingest(_no_spark, str(source), str(lake_dir), checksums=checksums, batch=tmp_path / "spring-2026")
-    assert again["tables"] == first["tables"]
+    assert again.tables == first.tables
     # The batch's commit records the earlier inputs too: the base dataset alone is unchanged as well.
-    assert ingest(_no_spark, str(source), str(lake_dir), checksums=checksums)["tables"] == first["tables"]
+    assert ingest(_no_spark, str(source), str(lake_dir), checksums=checksums).tables == first.tables
     frame = _read_delta(table_uri(str(lake_dir), "train"))
     batch = frame[frame["item_id"].str.startswith("spring-2026-")]
     assert list(batch["item_id"]) == [f"spring-2026-item{i}" for i in range(4)]
@@ -153,7 +153,7 @@ def test_idx_batch_goes_to_the_table_asked_for(spark, tmp_path) -> None:
     write_idx(batch / "extra-images-idx3-ubyte.gz", np.zeros((3, 28, 28), np.uint8))
     write_idx(batch / "extra-labels-idx1-ubyte.gz", np.array([1, 2, 9], np.uint8))
     lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=batch, batch_table="test")
-    assert lineage["tables"]["test"]["rows"] == 13
+    assert lineage.tables.test.rows == 13
     frame = _read_delta(table_uri(str(lake_dir), "test"))
     assert list(frame[frame["item_id"].str.startswith("extra-")]["label"]) == [1, 2, 9]
 
@@ -165,7 +165,7 @@ def test_unlabelled_batch_items_are_stored_with_null_labels(spark, tmp_path) -> 
     images = _png_batch(tmp_path / "mixed", 3)  # an empty label marks an unlabelled item
     (tmp_path / "mixed" / "labels.csv").write_text("filename,label\nitem0.png,3\nitem1.png,\nitem2.png, \n")
     lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=tmp_path / "mixed")
-    assert lineage["sources"]["batch:mixed"] == {
+    assert lineage.sources["batch:mixed"] == {
         "path": str(tmp_path / "mixed"),
         "items": "3",
         "unlabelled": "2",
@@ -174,8 +174,8 @@ def test_unlabelled_batch_items_are_stored_with_null_labels(spark, tmp_path) -> 
     unlabelled.mkdir()
     write_idx(unlabelled / "new-images-idx3-ubyte.gz", np.full((2, 28, 28), 9, np.uint8))
     lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=unlabelled)
-    assert lineage["tables"]["train"]["rows"] == 35
-    assert lineage["sources"]["batch:no-labels"]["unlabelled"] == "2"
+    assert lineage.tables.train.rows == 35
+    assert lineage.sources["batch:no-labels"]["unlabelled"] == "2"
     frame = _read_delta(table_uri(str(lake_dir), "train")).set_index("item_id")
     assert frame.loc["mixed-item0", ["label", "label_name"]].tolist() == [3, "Dress"]
     for item in ("mixed-item1", "mixed-item2", "no-labels-000000", "no-labels-000001"):
@@ -197,7 +197,7 @@ def test_unlabelled_items_join_a_table_made_when_labels_were_declared_required(s
     batch.mkdir()
     write_idx(batch / "x-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
     lineage = ingest(spark, str(source), str(lake_dir), checksums="none", batch=batch)
-    assert (lineage["tables"]["train"]["version"], lineage["tables"]["train"]["rows"]) == (1, 32)
+    assert (lineage.tables.train.version, lineage.tables.train.rows) == (1, 32)
     assert _read_delta(train)["label"].isna().sum() == 2
     assert ingest(_no_spark, str(source), str(lake_dir), checksums="none", batch=batch) == lineage
 
@@ -371,8 +371,8 @@ def http_source(tmp_path):
 def test_download_from_http_source_verifies_checksums(spark, http_source, tmp_path) -> None:
     url, folder = http_source
     lineage = ingest(spark, url, str(tmp_path / "lake"), checksums=str(folder / "checksums.json"))
-    assert lineage["tables"]["train"]["rows"] == 20
-    assert lineage["sources"]["train-images-idx3-ubyte"]["path"].startswith(str(tmp_path / "lake"))
+    assert lineage.tables.train.rows == 20
+    assert lineage.sources["train-images-idx3-ubyte"]["path"].startswith(str(tmp_path / "lake"))
     with pytest.raises(DataError, match=r"404"):
         ingest(spark, url + "missing/", str(tmp_path / "lake2"), checksums="none")
 
@@ -387,7 +387,7 @@ REAL = Path("/usr/share/datasets/fashion-mnist")
 def test_real_fashion_mnist(spark, tmp_path) -> None:
     lineage = ingest(spark, str(REAL), str(tmp_path / "lake"), checksums="official")
     for split, count in (("train", 60_000), ("test", 10_000)):
-        frame = _read_delta(lineage["tables"][split]["uri"])
+        frame = _read_delta(getattr(lineage.tables, split).uri)
         assert len(frame) == count
         assert frame["label"].value_counts().to_dict() == {k: count // 10 for k in range(10)}
         image_file, label_file = SPLIT_NAMES[split]

@@ -24,6 +24,7 @@ from simrec.embedding.keras_model import EmbeddingModel
 from simrec.evaluate.measure import Catalogue, catalogue_frame, measure
 from simrec.infra import paths
 from simrec.recommender.package import Recommender, write_package
+from simrec.records import Lineage
 from simrec.serving.admin_client import new_item
 from simrec.serving.schemas import NewItem
 from simrec.steps.ingest import ingest
@@ -33,24 +34,24 @@ UNLABELLED_TRAIN = ["new-000000", "new-000001", "new-000002"]
 
 
 @pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory) -> tuple[Path, dict]:
+def lake(spark, tmp_path_factory) -> tuple[Path, Lineage]:
     """120 + 20 labelled items, and unlabelled batches: three in train, two in test."""
     root = tmp_path_factory.mktemp("unlabelled")
     source = write_dataset(root / "src", train=120, test=20)
     rng = np.random.default_rng(3)
-    lake_uri, lineage = str(root / "lake"), {}
+    lake_uri = str(root / "lake")
     for name, count, table in (("new", 3, "train"), ("extra", 2, "test")):
         (root / name).mkdir()
         pixels = rng.integers(0, 256, (count, 28, 28), np.uint8)
         write_idx(root / name / f"{name}-images-idx3-ubyte.gz", pixels)  # no labels file: unlabelled
         lineage = ingest(spark, str(source), lake_uri, checksums="none", batch=root / name, batch_table=table)
-    return root / "lake", lineage
+    return root / "lake", lineage  # after the last batch
 
 
 def test_training_reads_only_labelled_rows(spark, lake) -> None:
     _, lineage = lake
-    assert lineage["tables"]["train"]["rows"] == 123
-    rows = read_table(spark, lineage["tables"]["train"]).toPandas()
+    assert lineage.tables.train.rows == 123
+    rows = read_table(spark, lineage.tables.train).toPandas()
     assert len(rows) == 120 and not set(UNLABELLED_TRAIN) & set(rows["item_id"])
     assert rows["label"].notna().all()
 
@@ -80,7 +81,7 @@ def test_evaluation_measures_labelled_rows_and_packages_every_item(spark, lake, 
 def test_refresh_sends_unlabelled_items_with_null_labels(lake) -> None:
     lake_dir, lineage = lake
     items, versions = read_items(str(lake_dir), ("train", "test"))
-    assert versions == {t: s["version"] for t, s in lineage["tables"].items()}
+    assert versions == {t: s.version for t, s in lineage.tables.items()}
     sent = {row.item_id: new_item(row) for row in items.itertuples(index=False)}
     assert len(sent) == 145
     for item_id in [*UNLABELLED_TRAIN, "extra-000000", "extra-000001"]:
@@ -121,6 +122,6 @@ def test_refresh_command_adds_the_lake_items_a_served_package_lacks(lake, tmp_pa
     assert all(run.returncode == 0 for run in runs), runs[0].stderr + runs[1].stderr
     first, second = (json.loads(run.stdout) for run in runs)
     assert (first["catalogue"], first["sent"], first["added"], first["served_items"]) == (145, 45, 45, 145)
-    assert first["tables"] == {t: s["version"] for t, s in lineage["tables"].items()}
+    assert first["tables"] == {t: s.version for t, s in lineage.tables.items()}
     assert second["sent"] == 0 and second["added"] == 0
     assert (found["item_id"], found["label"], found["label_name"]) == (UNLABELLED_TRAIN[0], None, None)

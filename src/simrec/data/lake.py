@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 
 import numpy as np
 from delta.tables import DeltaTable
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import BinaryType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from simrec.data.catalogue import Items
 from simrec.infra.errors import DataError
+from simrec.records import Table
 
 ITEM_SCHEMA = StructType(
     [
@@ -46,10 +47,10 @@ class TableState:
     rows: int
     added: int
 
-    def lineage(self) -> dict[str, object]:
+    def lineage(self) -> Table:
         """What later steps record: which table and version; not how much this run added, so that an
         unchanged table gives identical lineage (and cache hits downstream)."""
-        return {"uri": self.uri, "version": self.version, "rows": self.rows}
+        return Table(uri=self.uri, version=self.version, rows=self.rows)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,11 @@ class LogState:
 
 def table_uri(lake_uri: str, table: str) -> str:
     return f"{lake_uri.rstrip('/')}/{table}"
+
+
+def read_version(spark: SparkSession, table: Table) -> DataFrame:
+    """The table exactly at the version the lineage names (Delta time travel)."""
+    return spark.read.format("delta").option("versionAsOf", table.version).load(table.uri)
 
 
 def current_version(spark: SparkSession, uri: str) -> int | None:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from simrec.infra.errors import InputError
 from simrec.records import Lineage, load_json, parse_record
 
 
-def read_lineage(value: str | Path) -> dict[str, Any]:
-    """The lineage from JSON text or a JSON file, checked against records.Lineage (whole numbers that came
-    through protobuf's Struct as floats are ints again), as the JSON data the steps pass on; InputError
-    naming the source and the fields at fault otherwise."""
+def read_lineage(value: str | Path) -> Lineage:
+    """The lineage from JSON text or a JSON file (whole numbers that came through protobuf's Struct as
+    floats are ints again); InputError naming the source and the fields at fault otherwise."""
     if isinstance(value, str) and value.lstrip().startswith("{"):
         where, what = "--lineage", "an ingest lineage JSON"
         try:
@@ -27,5 +25,4 @@ def read_lineage(value: str | Path) -> dict[str, Any]:
     else:
         where, what = str(value), "an ingest lineage file"
         data = load_json(Path(value), what)
-    lineage = parse_record(Lineage, data, where, what)
-    return lineage.model_dump(mode="json", exclude_unset=True)  # what ingest wrote, nothing added
+    return parse_record(Lineage, data, where, what)

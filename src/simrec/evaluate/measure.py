@@ -15,6 +15,8 @@ from pyspark.sql import functions as F
 
 from simrec.data.codec import decode_png
 from simrec.data.fashion_mnist import UNLABELLED
+from simrec.data.lake import read_version
+from simrec.records import Lineage
 from simrec.retrieval.exact import per_class_recall, retrieval_metrics, top_k
 from simrec.retrieval.index import search
 
@@ -48,14 +50,12 @@ class Catalogue:
         return np.flatnonzero(chosen)
 
 
-def catalogue_frame(spark: SparkSession, lineage: dict[str, Any]) -> DataFrame:
+def catalogue_frame(spark: SparkSession, lineage: Lineage) -> DataFrame:
     frames = [
-        spark.read.format("delta")
-        .option("versionAsOf", int(table["version"]))
-        .load(table["uri"])
+        read_version(spark, table)
         .select("item_id", F.col("label").cast("int").alias("label"), "label_name", "image")
         .withColumn("table", F.lit(name))
-        for name, table in sorted(lineage["tables"].items())
+        for name, table in sorted(lineage.tables.items())
     ]
     frame = frames[0]
     for other in frames[1:]:

@@ -56,7 +56,7 @@ def version_tags(
 ) -> dict[str, str]:
     """Everything that explains the version, as `simrec.*` tags (read back by `simrec lineage`)."""
     lineage = evaluation.lineage
-    tags = lineage_tags(lineage.model_dump(mode="json"), git_sha)
+    tags = lineage_tags(lineage, git_sha)
     for name, table in lineage.tables.items():
         if table.rows is not None:
             tags[f"simrec.delta.{name}.rows"] = str(table.rows)

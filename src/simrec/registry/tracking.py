@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from simrec.records import Lineage
+
 if TYPE_CHECKING:
     import mlflow
     from mlflow import MlflowClient
@@ -54,10 +56,10 @@ def start_run(experiment: str, run_id: str | None = None, **kwargs: Any) -> mlfl
     return mlflow.start_run(run_id=run_id, **kwargs)
 
 
-def lineage_tags(lineage: dict[str, Any], git_sha: str) -> dict[str, str]:
+def lineage_tags(lineage: Lineage, git_sha: str) -> dict[str, str]:
     """Tags that tie a run to its code and its exact data."""
     tags = {"simrec.git_sha": git_sha}
-    for name, table in lineage["tables"].items():
-        tags[f"simrec.delta.{name}.uri"] = str(table["uri"])
-        tags[f"simrec.delta.{name}.version"] = str(table["version"])
+    for name, table in lineage.tables.items():
+        tags[f"simrec.delta.{name}.uri"] = table.uri
+        tags[f"simrec.delta.{name}.version"] = str(table.version)
     return tags

@@ -27,7 +27,7 @@ from simrec.infra import progress
 from simrec.infra.errors import InputError
 from simrec.infra.files import atomic_write, write_json_atomic
 from simrec.infra.kfp_output import write_artifact_metadata
-from simrec.records import Evaluation, Training, write_record
+from simrec.records import Evaluation, Lineage, Training, write_record
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.retrieval.index import DEFAULT_SPEC, KINDS, IndexSpec
 from simrec.steps.train import SUMMARY_FILE
@@ -56,7 +56,7 @@ def _trained_model(model_dir: Path) -> tuple[Path, dict[str, Any]]:
 
 def evaluate(
     spark: SparkSession,
-    lineage: dict[str, Any],
+    lineage: Lineage,
     model_dir: Path,
     lake_uri: str,
     package_out: Path,
@@ -121,7 +121,7 @@ def _log_run(
     training = evaluation.training
     with start_run(experiment, run_name="evaluate") as run:
         mlflow.set_tags(
-            lineage_tags(evaluation.lineage.model_dump(mode="json"), git_sha)
+            lineage_tags(evaluation.lineage, git_sha)
             | {
                 "simrec.step": "evaluate",
                 "simrec.model_id": evaluation.model_id,

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -28,9 +26,8 @@ from simrec.data.fashion_mnist import expected_checksums
 from simrec.data.lake import commit_append, plan_append, table_uri
 from simrec.infra.crash_points import crash_point
 from simrec.infra.errors import InputError
-from simrec.infra.files import write_json_atomic
 from simrec.infra.progress import report
-from simrec.records import Lineage
+from simrec.records import Lineage, Tables, write_record
 
 log = logging.getLogger(__name__)
 BATCH_TABLES = ("train", "test")
@@ -53,10 +50,9 @@ def ingest(
     batch: Path | None = None,
     batch_table: str = "train",
     download_dir: Path | None = None,
-) -> dict[str, Any]:
-    """Writes the catalogue tables under lake_uri and returns the lineage record (records.Lineage, as the
-    JSON data the step writes). `spark` may be a function that starts a session: it is called only if a
-    table changes."""
+) -> Lineage:
+    """Writes the catalogue tables under lake_uri and returns the lineage record. `spark` may be a function
+    that starts a session: it is called only if a table changes."""
     if batch_table not in BATCH_TABLES:
         raise InputError(f"batch table must be one of {BATCH_TABLES}, got {batch_table!r}")
     download_dir = download_dir or default_download_dir(lake_uri)
@@ -80,7 +76,7 @@ def ingest(
         log.info("table %s: version %d, %d rows (%d added)", name, state.version, state.rows, state.added)
         tables[name] = state.lineage()
     # No timestamps here: the lineage changes only when a table does, so downstream tasks stay cached.
-    return Lineage.model_validate({"tables": tables, "sources": sources}).model_dump(mode="json")
+    return Lineage(tables=Tables.model_validate(tables), sources=sources)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,9 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         batch=args.batch,
         batch_table=args.batch_table,
     )
-    write_json_atomic(args.lineage_out, lineage)
-    print(json.dumps(lineage["tables"], indent=2))
+    write_record(args.lineage_out, lineage)
+    print(lineage.tables.model_dump_json(indent=2))
     report(
-        "tables "
-        + ", ".join(f"{name} v{t['version']} ({t['rows']} rows)" for name, t in lineage["tables"].items())
+        "tables " + ", ".join(f"{name} v{t.version} ({t.rows} rows)" for name, t in lineage.tables.items())
     )

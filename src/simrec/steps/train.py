@@ -24,6 +24,7 @@ from simrec.infra.errors import InputError
 from simrec.infra.files import write_json_atomic
 from simrec.infra.plots import training_curves
 from simrec.infra.progress import report
+from simrec.records import Lineage, Table
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.train.checkpoints import training_folder
 from simrec.train.data import ShardSource
@@ -52,7 +53,7 @@ def _check(validation_fraction: float, workers: int) -> None:
 
 def train(
     spark: SparkSession,
-    lineage: dict[str, Any],
+    lineage: Lineage,
     params: TrainParams,
     model_dir: Path,
     checkpoint_dir: Path,
@@ -69,7 +70,7 @@ def train(
     model retrieves categories it never saw)."""
     _check(validation_fraction, workers)
     started = time.perf_counter()
-    table = lineage["tables"]["train"]
+    table = lineage.tables.train
     rows = training_rows(
         spark, table, validation_fraction=validation_fraction, exclude_classes=exclude_classes,
         batch_size=params.batch_size, workers=workers,
@@ -91,7 +92,7 @@ def train(
         log.info(
             "training on %d rows (%d steps/epoch x %d workers), validating on %d rows of %s@v%s",
             rows.train_rows, rows.steps_per_epoch, workers,
-            len(rows.validation), table["uri"], table["version"],
+            len(rows.validation), table.uri, table.version,
         )  # fmt: skip
         job = _job(params, source, rows, checkpoint_dir, rank0_dir, resume, run.info.run_id, workers)
         history = run_ranks(job, workers, converter)
@@ -148,7 +149,7 @@ def _summary(
     workers: int,
     exclude_classes: tuple[int, ...],
     rows: TrainingRows,
-    table: dict[str, Any],
+    table: Table,
     history: list[dict[str, float]],
     started: float,
 ) -> dict[str, Any]:
@@ -159,7 +160,7 @@ def _summary(
         "exclude_classes": list(exclude_classes),
         "train_rows": rows.train_rows,
         "validation_rows": len(rows.validation),
-        "table": table,
+        "table": table.model_dump(mode="json"),
         "history": history,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }

@@ -21,6 +21,7 @@ from simrec.infra.files import write_json_atomic
 from simrec.infra.kfp_output import write_artifact_metadata
 from simrec.infra.plots import trial_scores
 from simrec.infra.progress import report
+from simrec.records import Lineage
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.train.params import TrainParams, json_object
 from simrec.tune.search import (
@@ -45,7 +46,7 @@ def _check_budget(max_evals: int, data_fraction: float) -> None:
 
 def tune(
     spark: SparkSession,
-    lineage: dict[str, Any],
+    lineage: Lineage,
     space: SearchSpace,
     *,
     max_evals: int,

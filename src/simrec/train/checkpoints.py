@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import simrec
+from simrec.records import Lineage
 from simrec.train.params import TrainParams
 
 
 def training_folder(
     root: Path,
     *,
-    lineage: dict[str, Any],
+    lineage: Lineage,
     params: TrainParams,
     workers: int,
     validation_fraction: float,
@@ -28,7 +28,7 @@ def training_folder(
     git_sha: str,
 ) -> Path:
     identity = {
-        "lineage": lineage,
+        "lineage": lineage.model_dump(mode="json", exclude_unset=True),  # what ingest wrote
         "params": params.model_dump(mode="json"),
         "workers": workers,
         "validation_fraction": validation_fraction,

@@ -15,6 +15,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from simrec.data.codec import decode_png
+from simrec.data.lake import read_version
+from simrec.records import Table
 
 VALIDATION_BUCKETS = 1000
 PETASTORM_ROW_GROUP_BYTES = 1 << 20  # small row groups so every rank's shard gets several
@@ -24,13 +26,11 @@ PETASTORM_ROW_GROUP_BYTES = 1 << 20  # small row groups so every rank's shard ge
 ShardSource = Callable[[int, int], AbstractContextManager[tf.data.Dataset]]
 
 
-def read_table(spark: SparkSession, table: dict[str, Any]) -> DataFrame:
-    """The table's labelled items at the version the lineage names (Delta time travel). Unlabelled items
-    (label null) are left out: every training and tuning loss here is supervised."""
+def read_table(spark: SparkSession, table: Table) -> DataFrame:
+    """The table's labelled items at the version the lineage names. Unlabelled items (label null) are left
+    out: every training and tuning loss here is supervised."""
     return (
-        spark.read.format("delta")
-        .option("versionAsOf", int(table["version"]))
-        .load(table["uri"])
+        read_version(spark, table)
         .where(F.col("label").isNotNull())
         .select("item_id", F.col("label").cast("int").alias("label"), "image")
     )

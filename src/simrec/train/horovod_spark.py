@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from simrec.infra.errors import InputError
+from simrec.records import Table
 from simrec.train.data import Arrays, petastorm_source, read_table, split
 from simrec.train.loop import TrainJob, run_training
 
@@ -29,7 +30,7 @@ class TrainingRows:
 
 def training_rows(
     spark: SparkSession,
-    table: dict[str, Any],
+    table: Table,
     *,
     validation_fraction: float,
     exclude_classes: tuple[int, ...],

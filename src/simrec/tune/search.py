@@ -20,6 +20,7 @@ import numpy as np
 from pyspark.sql import SparkSession
 
 from simrec.infra.errors import InputError
+from simrec.records import Lineage
 from simrec.train.data import Arrays, memory_source, read_table, sample, split
 from simrec.train.loop import TrainJob, run_training
 from simrec.train.params import TrainParams
@@ -69,11 +70,11 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_data(
-    spark: SparkSession, lineage: dict[str, Any], validation_fraction: float, data_fraction: float, seed: int
+    spark: SparkSession, lineage: Lineage, validation_fraction: float, data_fraction: float, seed: int
 ) -> tuple[Arrays, Arrays]:
     """The rows every trial trains and scores on: `data_fraction` of train's training and validation
     splits (the same split train makes, so tuning never scores on rows train learns from)."""
-    train_frame, validation_frame = split(read_table(spark, lineage["tables"]["train"]), validation_fraction)
+    train_frame, validation_frame = split(read_table(spark, lineage.tables.train), validation_fraction)
     train = Arrays.collect(sample(train_frame, data_fraction, seed))
     validation = Arrays.collect(sample(validation_frame, data_fraction, seed))
     if len(validation) < 2:
