@@ -1,0 +1,169 @@
+"""The vector-engine backend against a real Milvus protocol server: milvus-lite's, started as its own
+process from its own environment (tools/milvus-lite; the client here is the steps image's pymilvus), as a
+Milvus cluster would be reached from a pod."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simrec.infra.errors import InputError
+from simrec.retrieval.engine import VectorEngine, VectorEngineError, collection_name
+from simrec.retrieval.exact import top_k
+from simrec.retrieval.index import IndexSpec
+
+pytest.importorskip("pymilvus")  # the steps image's client
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER = Path(os.environ.get("SIMREC_MILVUS_LITE", ROOT / ".envs/milvus-lite/bin/milvus-lite"))
+DIM = 569
+ITEMS = 3_000
+EXACT = IndexSpec(kind="exact")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int, server: subprocess.Popen, log: Path, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"milvus-lite exited with {server.returncode}:\n{log.read_text()[-2000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"milvus-lite did not listen on {port} within {seconds} s:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory):
+    """The URI of a milvus-lite server of this module's own (loopback only)."""
+    if not SERVER.exists():
+        pytest.skip(f"no milvus-lite server at {SERVER} (scripts/setup-envs milvus-lite)")
+    folder = tmp_path_factory.mktemp("milvus")
+    port = _free_port()
+    log = folder / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [
+                str(SERVER),
+                "server",
+                "--data-dir",
+                str(folder / "data"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},  # its own env only
+        )
+    try:
+        _wait_for(port, server, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors with ten label clusters, as the embedding gives them."""
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, ITEMS)
+    centres = rng.normal(size=(10, DIM))
+    vectors = (centres[labels] + rng.normal(scale=1.5, size=(ITEMS, DIM))).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True), labels
+
+
+def test_round_trip_create_search_upsert_switch(milvus: str, catalogue) -> None:
+    vectors, labels = catalogue
+    queries = vectors[:50]
+    written = []
+    with VectorEngine(milvus) as engine:
+        first = engine.create_collection(
+            "items", 1, vectors, labels, EXACT, batch_rows=1_000, progress=lambda *p: written.append(p)
+        )
+        assert first == collection_name("items", 1) == "items_v1"
+        assert written == [(1_000, ITEMS), (2_000, ITEMS), (3_000, ITEMS)]
+        assert engine.count(first) == ITEMS
+
+        scores, rows = engine.search(first, queries, 10)
+        assert rows.shape == scores.shape == (50, 10)
+        np.testing.assert_array_equal(rows, top_k(queries, vectors, 10))
+        np.testing.assert_allclose(scores, np.take_along_axis(queries @ vectors.T, rows, axis=1), atol=1e-5)
+
+        # HNSW at the package's settings: the same neighbours as exact search on these vectors
+        second = engine.create_collection("items", 2, vectors, labels, IndexSpec(kind="hnsw"))
+        _, approximate = engine.search(second, queries, 10, IndexSpec(kind="hnsw"))
+        assert np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approximate, rows, strict=True)]) >= 0.95
+
+        switched = engine.switch_alias("items", first)
+        assert (switched.serving, switched.previous) == (first, None)
+        switched = engine.switch_alias("items", second)
+        assert (switched.serving, switched.previous) == (second, first)
+        assert engine.alias_target("items_previous") == first
+
+        # a refresh: a new item (a copy of item 0's vector) and a replaced one, seen through the alias
+        engine.upsert("items", np.array([ITEMS, 5]), vectors[[0, 1]], labels[[0, 1]])
+        assert engine.count(second) == ITEMS + 1
+        _, through_alias = engine.search("items", vectors[[0, 1]], 3, IndexSpec(kind="hnsw"))
+        assert {0, ITEMS} <= set(through_alias[0][:2])
+        assert {1, 5} <= set(through_alias[1][:2])
+        assert engine.count(first) == ITEMS  # the previous version is untouched
+
+        back = engine.rollback("items")
+        assert (back.serving, back.previous) == (first, second)
+        assert engine.drop_old_versions("items") == []  # both are named by an alias
+        engine.switch_alias("items", second)
+        third = engine.create_collection("items", 3, vectors[:100], labels[:100], EXACT)
+        assert engine.drop_old_versions("items", keep=1) == []  # v1 previous, v2 serving, v3 newest
+        engine.switch_alias("items", third)
+        assert engine.drop_old_versions("items") == [first]
+        assert engine.collections() == ["items_v2", "items_v3"]
+
+
+def test_failed_switch_leaves_the_alias_serving(milvus: str, catalogue) -> None:
+    vectors, labels = catalogue
+    with VectorEngine(milvus) as engine:
+        serving = engine.create_collection("shop", 1, vectors[:500], labels[:500], EXACT)
+        engine.switch_alias("shop", serving)
+        with pytest.raises(
+            VectorEngineError, match="switch alias shop to shop_v9 failed: no such collection"
+        ):
+            engine.switch_alias("shop", "shop_v9")
+        assert engine.alias_target("shop") == serving
+        _, rows = engine.search("shop", vectors[:3], 1)
+        assert rows[:, 0].tolist() == [0, 1, 2]
+        with pytest.raises(InputError, match="shop_v1 already exists"):
+            engine.create_collection("shop", 1, vectors[:10])
+
+
+def test_bad_input_is_refused(milvus: str) -> None:
+    with VectorEngine(milvus) as engine:
+        with pytest.raises(InputError, match="letters, digits and underscores"):
+            engine.create_collection("shop-items", 1, np.ones((2, 4), np.float32))
+        with pytest.raises(InputError, match="one of each per item"):
+            engine.upsert("shop", np.arange(3), np.ones((2, 4), np.float32))
+        with pytest.raises(VectorEngineError, match="search nowhere failed"):
+            engine.search("nowhere", np.ones((1, 4), np.float32), 1)
+
+
+def test_unreachable_engine_is_a_clear_error() -> None:
+    started = time.monotonic()
+    with pytest.raises(VectorEngineError, match=r"vector engine http://127\.0\.0\.1:\d+: connect failed"):
+        VectorEngine(f"http://127.0.0.1:{_free_port()}", timeout=2)
+    assert time.monotonic() - started < 15
