@@ -162,6 +162,8 @@ class VectorEngine:
             self._write(collection, "insert", np.arange(len(vectors)), vectors, labels, batch_rows, progress)
             index = engine_index(spec)
             with self._failures(f"index {collection}"):
+                # sealed segments are what an index is built on; unflushed rows are searched by brute force
+                self._client.flush(collection, timeout=self.timeout)
                 params = self._client.prepare_index_params()
                 params.add_index(
                     VECTOR, index_type=index["index_type"], metric_type=METRIC, params=index["params"]
