@@ -9,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +48,11 @@ def _wait_for(port: int, server: subprocess.Popen, log: Path, seconds: float = 6
     raise RuntimeError(f"milvus-lite did not listen on {port} within {seconds} s:\n{log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="module")
-def milvus(tmp_path_factory: pytest.TempPathFactory):
-    """The URI of a milvus-lite server of this module's own (loopback only)."""
+@contextmanager
+def _milvus_lite(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A milvus-lite server on loopback, its data in `folder`: (URI, process)."""
     if not SERVER.exists():
         pytest.skip(f"no milvus-lite server at {SERVER} (scripts/setup-envs milvus-lite)")
-    folder = tmp_path_factory.mktemp("milvus")
     port = _free_port()
     log = folder / "server.log"
     with log.open("w") as out:
@@ -72,11 +73,19 @@ def milvus(tmp_path_factory: pytest.TempPathFactory):
         )
     try:
         _wait_for(port, server, log)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.terminate()
         server.wait(timeout=30)
-        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URI of a milvus-lite server of this module's own."""
+    folder = tmp_path_factory.mktemp("milvus")
+    with _milvus_lite(folder) as (uri, _):
+        yield uri
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +165,8 @@ def test_bad_input_is_refused(milvus: str) -> None:
     with VectorEngine(milvus) as engine:
         with pytest.raises(InputError, match="letters, digits and underscores"):
             engine.create_collection("shop-items", 1, np.ones((2, 4), np.float32))
+        with pytest.raises(InputError, match=r"IVF_PQ needs pq_m \(64\) to divide the vector size \(569\)"):
+            engine.create_collection("shop", 1, np.ones((2, DIM), np.float32), spec=IndexSpec(kind="ivfpq"))
         with pytest.raises(InputError, match="one of each per item"):
             engine.upsert("shop", np.arange(3), np.ones((2, 4), np.float32))
         with pytest.raises(VectorEngineError, match="search nowhere failed"):
@@ -167,3 +178,16 @@ def test_unreachable_engine_is_a_clear_error() -> None:
     with pytest.raises(VectorEngineError, match=r"vector engine http://127\.0\.0\.1:\d+: connect failed"):
         VectorEngine(f"http://127.0.0.1:{_free_port()}", timeout=2)
     assert time.monotonic() - started < 15
+
+
+def test_an_engine_that_goes_away_is_a_clear_error(tmp_path: Path, catalogue) -> None:
+    """Searches after the engine died fail within the timeout with the engine named, not hang."""
+    vectors, labels = catalogue
+    with _milvus_lite(tmp_path) as (uri, server), VectorEngine(uri, timeout=3) as engine:
+        engine.switch_alias("shop", engine.create_collection("shop", 1, vectors[:200], labels[:200], EXACT))
+        server.kill()
+        server.wait(timeout=30)
+        started = time.monotonic()
+        with pytest.raises(VectorEngineError, match=f"vector engine {uri}: search shop failed"):
+            engine.search("shop", vectors[:1], 5)
+        assert time.monotonic() - started < 15

@@ -64,7 +64,8 @@ def collection_name(name: str, version: int) -> str:
 def engine_index(spec: IndexSpec) -> dict[str, Any]:
     """The Milvus index (type and build parameters) for an in-process index kind, and its search
     parameters: the same structure and settings, so the engine answers as the package's own index does.
-    `hnsw_sq8` needs Milvus >= 2.6 (HNSW_SQ); milvus-lite has no IVF_PQ."""
+    `hnsw_sq8` needs Milvus >= 2.6 (HNSW_SQ); `ivfpq` becomes IVF_PQ without the PCA step (so `pq_m` must
+    divide the vector size, and 569 is prime); milvus-lite has no IVF_PQ."""
     if spec.kind == "exact":
         return {"index_type": "FLAT", "params": {}, "search": {}}
     if spec.kind in ("hnsw", "hnsw_sq8"):
@@ -148,6 +149,12 @@ class VectorEngine:
 
         collection = collection_name(name, version)
         vectors = _vectors(vectors)
+        index = engine_index(spec)
+        if index["index_type"] == "IVF_PQ" and vectors.shape[1] % spec.pq_m:
+            raise InputError(
+                f"Milvus's IVF_PQ needs pq_m ({spec.pq_m}) to divide the vector size ({vectors.shape[1]}); "
+                "it has no PCA step: use kind hnsw_sq8 (HNSW_SQ) or hnsw"
+            )
         with self._failures(f"create {collection}"):
             if self._client.has_collection(collection, timeout=self.timeout):
                 raise InputError(f"vector engine {self.uri}: collection {collection} already exists")
@@ -160,7 +167,6 @@ class VectorEngine:
             )
         try:
             self._write(collection, "insert", np.arange(len(vectors)), vectors, labels, batch_rows, progress)
-            index = engine_index(spec)
             with self._failures(f"index {collection}"):
                 # sealed segments are what an index is built on; unflushed rows are searched by brute force
                 self._client.flush(collection, timeout=self.timeout)
