@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
@@ -97,7 +98,7 @@ class VectorEngine:
     def __init__(self, uri: str, token: str = "", timeout: float = TIMEOUT_SECONDS) -> None:
         from pymilvus import MilvusClient
 
-        self.uri = uri
+        self.uri = _without_credentials(uri)  # what messages name
         self.timeout = timeout
         with self._failures("connect"):
             self._client = MilvusClient(uri=uri, token=token, timeout=timeout)
@@ -105,7 +106,7 @@ class VectorEngine:
     @contextmanager
     def _failures(self, operation: str) -> Iterator[None]:
         """Any client or transport failure as a VectorEngineError that names the engine and operation."""
-        from grpc import RpcError
+        from grpc import RpcError, StatusCode
         from pymilvus.exceptions import MilvusException
 
         try:
@@ -113,10 +114,13 @@ class VectorEngine:
         except MilvusException as exc:
             raise VectorEngineError(f"vector engine {self.uri}: {operation} failed: {exc.message}") from exc
         except RpcError as exc:
-            code = exc.code().name if hasattr(exc, "code") else "RPC error"
+            code = exc.code() if hasattr(exc, "code") else None
             details = exc.details() if hasattr(exc, "details") else str(exc)
+            if code == StatusCode.UNIMPLEMENTED:
+                details = "this engine does not implement it (milvus-lite 2.x has no aliases)"
+            status = code.name if code else "RPC error"
             raise VectorEngineError(
-                f"vector engine {self.uri}: {operation} failed: {code} {details}"
+                f"vector engine {self.uri}: {operation} failed: {status} {details}"
             ) from exc
 
     def close(self) -> None:
@@ -325,6 +329,14 @@ class VectorEngine:
     def _drop_quietly(self, collection: str) -> None:
         with suppress(Exception):  # the engine is already failing; the caller sees the first error
             self._client.drop_collection(collection, timeout=self.timeout)
+
+
+def _without_credentials(uri: str) -> str:
+    """The URI without a user:password@ part, fit for messages and logs."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def _vectors(vectors: np.ndarray) -> np.ndarray:
