@@ -4,6 +4,7 @@ Milvus cluster would be reached from a pod."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -208,3 +209,42 @@ def test_an_engine_without_aliases_says_so(tmp_path: Path, catalogue) -> None:
             VectorEngineError, match=r"list aliases for shop failed: .* \(milvus-lite 2\.x has no aliases\)"
         ):
             engine.switch_alias("shop", collection)
+
+
+def _last_json(output: str) -> dict:
+    """The JSON a command printed after its progress lines."""
+    return json.loads(output[output.index("{") :])
+
+
+def test_the_command_publishes_a_package_and_moves_the_alias(milvus: str, tmp_path: Path, capsys) -> None:
+    from packages import build_package
+
+    from simrec.recommender.package import Recommender
+    from simrec.retrieval.engine_cli import main
+
+    package = build_package(tmp_path / "package", count=200)
+    recommender = Recommender(package)
+    vectors = recommender.index.reconstruct_n(0, recommender.index.ntotal)
+
+    main(["publish", "--package", str(package), "--uri", milvus, "--name", "catalogue"])
+    published = _last_json(capsys.readouterr().out)
+    assert published["collection"] == "catalogue_v1" and published["items"] == 200
+    assert published["index"] == {"kind": "hnsw", "m": 32, "ef_construction": 200, "ef_search": 64}
+    main(["switch", "--collection", "catalogue_v1", "--uri", milvus, "--name", "catalogue"])
+    assert _last_json(capsys.readouterr().out) == {
+        "alias": "catalogue",
+        "serving": "catalogue_v1",
+        "previous": None,
+    }
+
+    with VectorEngine(milvus) as engine:  # the package's HNSW settings on 200 items: exact answers
+        scores, rows = engine.search("catalogue", vectors[:20], 5)
+    np.testing.assert_array_equal(rows, top_k(vectors[:20], vectors, 5))
+    np.testing.assert_allclose(scores, np.take_along_axis(vectors[:20] @ vectors.T, rows, axis=1), atol=1e-5)
+
+    main(["publish", "--package", str(package), "--uri", milvus, "--name", "catalogue"])
+    assert _last_json(capsys.readouterr().out)["collection"] == "catalogue_v2"
+    main(["prune", "--uri", milvus, "--name", "catalogue"])
+    assert _last_json(capsys.readouterr().out) == {"dropped": ["catalogue_v2"]}  # named by no alias
+    with pytest.raises(SystemExit, match=r"rollback: error: .*catalogue has no previous collection"):
+        main(["rollback", "--uri", milvus, "--name", "catalogue"])
