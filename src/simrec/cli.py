@@ -99,6 +99,11 @@ SUBCOMMANDS = {
         "steps",
         "add catalogue items the server lacks to its live index",
     ),
+    "vector-engine": Command(
+        "simrec.retrieval.engine_cli:main",
+        "steps",
+        "a package's vectors in a Milvus collection; the serving alias",
+    ),
 }
 
 
