@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec.infra import paths
 from simrec.infra.errors import InputError, validation_problems
-from simrec.records import GateMode
+from simrec.records import GateMode, IndexKind
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -236,6 +236,26 @@ class TrainConfig(_Section):
     )
 
 
+class IndexConfig(_Section):
+    """The nearest-neighbour index evaluate builds into the package (simrec.retrieval.index.IndexSpec), fixed
+    per profile when the pipeline is compiled. A setting left null keeps the evaluate component's default
+    (components/evaluate/component.yaml, the one place defaults are edited). Which kind for which catalogue
+    size, and what each costs: docs/cluster.md#choosing-the-index."""
+
+    kind: IndexKind | None = None
+    m: int | None = Field(None, ge=2, description="hnsw, hnsw_sq8: graph degree")
+    ef_search: int | None = Field(None, ge=1, description="hnsw, hnsw_sq8: search breadth")
+    nlist: int | None = Field(None, ge=1, description="ivfpq: inverted lists")
+    nprobe: int | None = Field(None, ge=1, description="ivfpq: lists searched per query")
+    pq_m: int | None = Field(None, ge=1, description="ivfpq: bytes of product-quantised code per item")
+    pca_dim: int | None = Field(None, ge=0, description="ivfpq: dimensions PCA keeps; 0: no PCA")
+    rerank: int | None = Field(None, ge=1, description="ivfpq: rerank x k candidates re-ranked")
+
+    def component_inputs(self) -> dict[str, Any]:
+        """The evaluate component's index_* inputs this profile sets."""
+        return {f"index_{name}": value for name, value in self.model_dump(exclude_none=True).items()}
+
+
 class EvaluateConfig(_Section):
     """The blessing gate: bless when test recall@1 >= min_recall_at_1 and not below the champion's by more
     than max_regression."""
@@ -244,6 +264,7 @@ class EvaluateConfig(_Section):
     gate_mode: GateMode = "enabled"
     min_recall_at_1: float = Field(0.0, ge=0.0, le=1.0)
     max_regression: float = Field(0.0, ge=0.0, le=1.0)
+    index: IndexConfig = IndexConfig()
 
 
 class TuneConfig(_Section):

@@ -25,6 +25,8 @@ from simrec.infra.files import write_json_atomic
 # The one spelling of the gate's modes (config, evaluate's flag, the gate's record, register)
 GateMode = Literal["enabled", "dry-run", "disabled"]
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
+# ... and of the nearest-neighbour index kinds (config, evaluate's flag, simrec.retrieval.index)
+IndexKind = Literal["hnsw", "exact", "hnsw_sq8", "ivfpq"]
 
 
 class Record(BaseModel):

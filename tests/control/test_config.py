@@ -34,6 +34,11 @@ def test_environment_overrides_win() -> None:
             {"SIMREC__TUNE__SPACE": "{colour: {dist: choice, options: [red]}}"},
             r"unknown hyperparameter 'colour'",
         ),
+        ({"SIMREC__EVALUATE__INDEX__KIND": "annoy"}, r"evaluate.index.kind: Input should be 'hnsw', 'exact'"),
+        (
+            {"SIMREC__EVALUATE__INDEX__NPROBE": "0"},
+            r"evaluate.index.nprobe: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_overrides_are_named(environ, message) -> None:

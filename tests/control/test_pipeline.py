@@ -209,6 +209,22 @@ def test_an_edited_train_default_reaches_tune_trials_and_the_run_parameters(tmp_
     )
 
 
+def test_a_profile_chooses_the_index_and_the_component_keeps_the_other_defaults(tmp_path) -> None:
+    environ = {"SIMREC__EVALUATE__INDEX__KIND": "ivfpq", "SIMREC__EVALUATE__INDEX__NPROBE": "32"}
+    ir, _ = yaml.safe_load_all(
+        compile_pipeline(load_config("embedded", environ=environ), tmp_path / "p.yaml").read_text()
+    )
+    evaluate = ir["root"]["dag"]["tasks"]["evaluate"]["inputs"]["parameters"]
+    chosen = {
+        name: value["runtimeValue"]["constant"] for name, value in evaluate.items() if "runtimeValue" in value
+    }
+    component = yaml.safe_load((CHECKOUT / "components" / "evaluate" / "component.yaml").read_text())
+    defaults = {i["name"]: i["default"] for i in component["inputs"] if i["name"].startswith("index_")}
+    assert (chosen["index_kind"], chosen["index_nprobe"]) == ("ivfpq", 32)
+    assert chosen["index_pq_m"] == defaults["index_pq_m"] and chosen["index_m"] == defaults["index_m"]
+    assert load_config("embedded").evaluate.index.kind == "hnsw"  # conf/base
+
+
 def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -> None:
     environ = {
         "SIMREC__SPARK__MASTER": "k8s://https://kubernetes.default.svc",

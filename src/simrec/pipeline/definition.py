@@ -217,7 +217,9 @@ def _gpus_in_pod(train: dsl.PipelineTask, config: SimrecConfig) -> None:
 
 
 def _evaluate(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
-    evaluate = _step(ops, config, "evaluate", **wired)
+    # The index kind follows the catalogue's size, a property of the deployment: fixed per profile when the
+    # pipeline is compiled, like deploy's endpoint.
+    evaluate = _step(ops, config, "evaluate", **config.evaluate.index.component_inputs(), **wired)
     _spark_env(evaluate, config)
     _mlflow_env(evaluate, config)
     return evaluate

@@ -36,13 +36,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import numpy as np
 
 from simrec.infra.errors import InputError
+from simrec.records import IndexKind
 
-IndexKind = Literal["hnsw", "exact", "hnsw_sq8", "ivfpq"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 LOSSLESS_KINDS = ("hnsw", "exact")  # keep the float vectors: reconstruct gives them back exactly
 # faiss takes smaller values without a word: an HNSW degree below 2 crashes it (segfault or assertion),
