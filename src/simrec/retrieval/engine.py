@@ -13,6 +13,10 @@ product of unit vectors), most similar first, rows -1 and scores -inf where fewe
 
 Every engine failure (unreachable, refused, timed out, a collection or alias that is not there) raises
 `VectorEngineError` naming the engine, the operation and the cause; nothing is changed by a failed switch.
+
+Over ~300 lines because it is the one adapter to the engine's API: collection lifecycle, batched inserts,
+search, aliases and the translation of the client's errors belong together, and split they would each
+need the others' naming rules.
 """
 
 from __future__ import annotations
