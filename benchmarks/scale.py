@@ -197,10 +197,12 @@ def pipeline_costs(args: argparse.Namespace, size: int, workdir: Path) -> tuple[
     rows = sum(table["rows"] for table in lineage["tables"].values())
     assert rows == size, (rows, size)
     print(f"{size}: ingest {row['ingest_s']:.1f} s, tables {row['table_MB']:.0f} MB", flush=True)
-    for slots in (1, 2):  # the 2-slot table last: it is the one read back
+    slot_counts = sorted(int(text) for text in args.slots.split(","))
+    for slots in slot_counts:  # the most slots last: that table is the one read back
         spark = spark_session(slots)
         frame = catalogue_frame(spark, lineage)
-        name = EMBEDDINGS_TABLE if slots == 2 else f"{EMBEDDINGS_TABLE}-local{slots}"
+        last = slots == slot_counts[-1]
+        name = EMBEDDINGS_TABLE if last else f"{EMBEDDINGS_TABLE}-local{slots}"
         started = time.perf_counter()
         model_id, version = embed_catalogue(spark, frame, model_file, table_uri(str(lake), name))
         seconds = time.perf_counter() - started
@@ -208,7 +210,7 @@ def pipeline_costs(args: argparse.Namespace, size: int, workdir: Path) -> tuple[
         print(
             f"{size}: embedding on local[{slots}]: {seconds:.1f} s, {size / seconds:.0f} items/s", flush=True
         )
-        if slots != 2:
+        if not last:
             shutil.rmtree(lake / name)
     started = time.perf_counter()
     catalogue = Catalogue.collect(frame)
@@ -355,7 +357,11 @@ INDEX_COLUMNS = {
 def markdown(rows: list[dict], columns: dict[str, str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(form.format(row[name]) for name, form in columns.items()) + " |")
+        lines.append(
+            "| "
+            + " | ".join(form.format(row[name]) if name in row else "-" for name, form in columns.items())
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -389,7 +395,7 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
     for (row, column), (unit, series) in panels.items():
         axis = axes[row][column]
         for label, key in series.items():
-            axis.plot(sizes, [r[key] for r in pipeline], marker="o", label=label)
+            axis.plot(sizes, [r.get(key, np.nan) for r in pipeline], marker="o", label=label)
         axis.set(ylabel=unit)
     for kind in dict.fromkeys(r["kind"] for r in indexes):
         mine = [r for r in indexes if r["kind"] == kind]
@@ -401,7 +407,7 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
         axis.set(xscale="log", yscale="log", xlabel="catalogue items")
         axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=8)
-    figure.suptitle(f"simrec cost against catalogue size ({note})", fontsize=10)
+    figure.suptitle(f"simrec cost against catalogue size\n{note}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
 
@@ -412,6 +418,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one small size, the hnsw kind, short loads")
     parser.add_argument("--source", default=SOURCE, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--package", type=Path, default=Path("/work/scratch/s20/pkg70k"), help="its model")
+    parser.add_argument("--slots", default="1,2", help="Spark local task slots the embedding runs on")
     parser.add_argument("--kinds", default="hnsw,hnsw_sq8,ivfpq", help="index kinds built and measured")
     parser.add_argument("--serve-kind", default="hnsw", help="the kind packaged, served and refreshed")
     parser.add_argument("--queries", type=int, default=1000, help="test items asked for recall and overlap")
@@ -421,6 +428,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / ".simrec" / "bench" / "scale")
     parser.add_argument("--json", type=Path, help="write the rows here (default: WORKDIR/scale.json)")
     parser.add_argument("--plot", type=Path, help="the log-log plot (default: WORKDIR/scale.png)")
+    parser.add_argument(
+        "--include",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier run's JSON whose rows join this run's table and plot (repeatable)",
+    )
+    parser.add_argument("--no-run", action="store_true", help="measure nothing: table and plot --include")
     parser.add_argument("--keep", action="store_true", help="keep each size's lake and package")
     args = parser.parse_args()
     if args.quick:
@@ -428,7 +443,7 @@ def main() -> None:
         args.kinds, args.serve_kind = args.serve_kind, args.serve_kind
         args.queries, args.seconds = min(args.queries, 200), 3.0
         args.refresh_items = min(args.refresh_items, 500)
-    sizes = [parse_size(text) for text in (args.sizes or "70k,250k,1M").split(",")]
+    sizes = [] if args.no_run else [parse_size(text) for text in (args.sizes or "70k,250k,1M").split(",")]
     if args.serve_kind not in args.kinds.split(","):
         parser.error(f"--serve-kind {args.serve_kind} must be one of --kinds")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +461,16 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(workdir)
     ended = conditions()
-    note = f"{ended}; queries {args.queries}, {args.clients} clients, top-{K}"
+    runs = [f"run ended {ended}"] if sizes else []
+    for earlier in args.include:
+        before = json.loads(earlier.read_text())
+        pipeline += before["pipeline"]
+        indexes += before["indexes"]
+        print(f"included from {earlier}: {before['started']} to {before['ended']}")
+        runs.append(f"run ended {before['ended']}")
+    pipeline.sort(key=lambda row: row["items"])
+    indexes.sort(key=lambda row: row["items"])
+    note = "; ".join(runs) + f"\n{args.clients} clients, top-{K}"
     print(f"end: {ended}\n")
     print(markdown(pipeline, PIPELINE_COLUMNS) + "\n")
     print(markdown(indexes, INDEX_COLUMNS))
