@@ -185,7 +185,7 @@ def pipeline_costs(args: argparse.Namespace, size: int, workdir: Path) -> tuple[
     from simrec.steps.ingest import ingest
 
     model_file = args.package / MODEL_FILE
-    row: dict[str, Any] = {"items": size}
+    row: dict[str, Any] = {"items": size, "served_kind": args.serve_kind}
     seconds, tests = timed(lambda: write_source(args.source, workdir / "source", size))
     print(f"{size}: IDX files written in {seconds:.1f} s", flush=True)
     lake = workdir / "lake"
@@ -326,6 +326,7 @@ def conditions() -> str:
 
 PIPELINE_COLUMNS = {
     "items": "{:,}",
+    "served_kind": "{}",
     "ingest_s": "{:.1f}",
     "table_MB": "{:.0f}",
     "embed_1_items_per_s": "{:.0f}",
@@ -365,6 +366,17 @@ def markdown(rows: list[dict], columns: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+SERVED_KIND_COSTS = {
+    "package_s",
+    "package_MB",
+    "p50_ms",
+    "p99_ms",
+    "server_RSS_MB",
+    "refresh_items_per_s",
+    "RSS_after_refresh_MB",
+}
+
+
 def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> None:
     """Each cost against catalogue size, log-log, one panel per kind of cost."""
     from simrec.infra.plots import plt
@@ -392,10 +404,19 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
             },
         ),
     }
+    served_kinds = list(dict.fromkeys(row.get("served_kind", "") for row in pipeline))
     for (row, column), (unit, series) in panels.items():
         axis = axes[row][column]
         for label, key in series.items():
-            axis.plot(sizes, [r.get(key, np.nan) for r in pipeline], marker="o", label=label)
+            if key not in SERVED_KIND_COSTS:
+                axis.plot(sizes, [r.get(key, np.nan) for r in pipeline], marker="o", label=label)
+                continue
+            for kind in served_kinds:  # a package's costs depend on its index kind: one line per kind
+                mine = [r for r in pipeline if r.get("served_kind", "") == kind]
+                name = f"{label} ({kind})" if kind else label
+                axis.plot(
+                    [r["items"] for r in mine], [r.get(key, np.nan) for r in mine], marker="o", label=name
+                )
         axis.set(ylabel=unit)
     for kind in dict.fromkeys(r["kind"] for r in indexes):
         mine = [r for r in indexes if r["kind"] == kind]

@@ -50,10 +50,15 @@ def test_quick_run_end_to_end(tmp_path: Path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads((workdir / "scale.json").read_text())
     [row] = results["pipeline"]
-    assert row["items"] == 1000 and row["refresh_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert (
+        row["items"] == 1000
+        and row["served_kind"] == "hnsw"
+        and row["refresh_s"] > 0
+        and row["p99_ms"] >= row["p50_ms"] > 0
+    )
     assert row["embed_1_items_per_s"] > 0 and row["embed_2_items_per_s"] > 0
     [index] = results["indexes"]
     assert index["kind"] == "hnsw" and 0 <= index["overlap_at_10"] <= 1
-    assert "| items | ingest_s |" in done.stdout
+    assert "| items | served_kind | ingest_s |" in done.stdout
     assert (workdir / "scale.png").stat().st_size > 0
     assert not (workdir / "1000").exists()  # each size's lake and package removed without --keep
