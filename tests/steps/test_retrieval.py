@@ -1,5 +1,6 @@
 import numpy as np
 
+from simrec.retrieval import exact
 from simrec.retrieval.exact import (
     map_at_k,
     per_class_recall,
@@ -18,6 +19,25 @@ def test_top_k_matches_brute_force_and_excludes_self() -> None:
     similarity = gallery @ gallery.T
     np.fill_diagonal(similarity, -np.inf)
     np.testing.assert_array_equal(found, np.argsort(-similarity, axis=1)[:, :5])
+
+
+def test_a_large_gallery_takes_fewer_queries_at_a_time_with_the_same_answer(monkeypatch) -> None:
+    """At 1M items a 2,048-query chunk needed ~32 GB; the chunk shrinks to fit CHUNK_BYTES instead."""
+    rng = np.random.default_rng(1)
+    gallery = rng.normal(size=(500, 8)).astype(np.float32)
+    queries = rng.normal(size=(40, 8)).astype(np.float32)
+    whole = top_k(queries, gallery, 5)
+    chunks = []
+    monkeypatch.setattr(exact, "CHUNK_BYTES", 3 * exact.BYTES_PER_PAIR * len(gallery))  # 3 queries a chunk
+    argpartition = np.argpartition
+
+    def counting(similarity, *args, **kwargs):
+        chunks.append(len(similarity))
+        return argpartition(similarity, *args, **kwargs)
+
+    monkeypatch.setattr(np, "argpartition", counting)
+    np.testing.assert_array_equal(top_k(queries, gallery, 5), whole)
+    assert max(chunks) == 3 and sum(chunks) == len(queries)
 
 
 def test_recall_at_k() -> None:

@@ -6,13 +6,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# Bytes a chunk of queries may take: each (query, gallery item) pair costs a float32 similarity, its
+# negated copy and argpartition's int64 index (~16 B), so a fixed 2,048-query chunk needed 32 GB at 1M items.
+CHUNK_BYTES = 256 * 2**20
+BYTES_PER_PAIR = 16
+
 
 def top_k(
     queries: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool = False, chunk: int = 2048
 ) -> np.ndarray:
     """Indices [n_queries, k] of each query's k most similar gallery items, most similar first.
-    With exclude_self, queries are the gallery and an item is not its own neighbour."""
+    With exclude_self, queries are the gallery and an item is not its own neighbour. At most `chunk`
+    queries at a time, fewer when the gallery is large (CHUNK_BYTES of working memory)."""
     result = np.empty((len(queries), k), dtype=np.int64)
+    chunk = max(1, min(chunk, CHUNK_BYTES // (BYTES_PER_PAIR * max(1, len(gallery)))))
     for start in range(0, len(queries), chunk):
         similarity = queries[start : start + chunk] @ gallery.T
         if exclude_self:
