@@ -11,8 +11,9 @@ items) and overlap of the top-10 lists against exact search (numpy, all threads)
 items, each query's own row left out. The numbers describe this machine with its current load (printed).
 
 Run in the steps environment (faiss, numpy, pandas):
-    PYTHONPATH=src .envs/steps/bin/python benchmarks/index_kinds.py --package /work/scratch/s20/pkg70k \\
-        --sizes 70k,250k [--kinds hnsw,hnsw_sq8,ivfpq,ivfpq:nprobe=32]
+    PYTHONPATH=src .envs/steps/bin/python benchmarks/index_kinds.py \\
+        --package .simrec/serve/packages/simrec-v1 --sizes 70k,250k \\
+        [--kinds hnsw,hnsw_sq8,ivfpq,ivfpq:nprobe=32]
 """
 
 from __future__ import annotations
@@ -140,7 +141,12 @@ def measure(label, spec, vectors, labels, queries, exact, workdir: Path) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--package", type=Path, default=Path("/work/scratch/s20/pkg70k"))
+    parser.add_argument(
+        "--package",
+        type=Path,
+        required=True,
+        help="a package whose vectors are grown, e.g. an embedded run's .simrec/serve/packages/simrec-v1",
+    )
     parser.add_argument("--sizes", default="70k,250k,1M")
     parser.add_argument("--kinds", default="hnsw,hnsw_sq8,ivfpq")
     parser.add_argument("--queries", type=int, default=1000)

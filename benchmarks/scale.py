@@ -23,7 +23,7 @@ core count, load average and the date are printed with them: on a shared machine
 
 Run in the steps environment (Spark, TensorFlow, faiss, matplotlib); the server runs in .envs/serve:
     PYTHONPATH=src .envs/steps/bin/python benchmarks/scale.py --sizes 70k,250k \\
-        --package /work/scratch/s20/pkg70k [--kinds hnsw,hnsw_sq8,ivfpq] [--plot docs/scale.png]
+        --package .simrec/serve/packages/simrec-v1 [--kinds hnsw,hnsw_sq8,ivfpq] [--plot docs/scale.png]
     ... benchmarks/scale.py --quick --source DIR --package DIR   (a few thousand items, one kind)
 The package gives the embedding model (embedding.keras; no training here)."""
 
@@ -438,7 +438,12 @@ def main() -> None:
     parser.add_argument("--sizes", help="catalogue sizes, e.g. 70k,250k,1M (default: those; --quick: 3k)")
     parser.add_argument("--quick", action="store_true", help="one small size, the hnsw kind, short loads")
     parser.add_argument("--source", default=SOURCE, help="folder of the four Fashion-MNIST IDX files")
-    parser.add_argument("--package", type=Path, default=Path("/work/scratch/s20/pkg70k"), help="its model")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        required=True,
+        help="a package whose model embeds the catalogues (e.g. .simrec/serve/packages/simrec-v1)",
+    )
     parser.add_argument("--slots", default="1,2", help="Spark local task slots the embedding runs on")
     parser.add_argument("--kinds", default="hnsw,hnsw_sq8,ivfpq", help="index kinds built and measured")
     parser.add_argument("--serve-kind", default="hnsw", help="the kind packaged, served and refreshed")
