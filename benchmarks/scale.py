@@ -193,8 +193,9 @@ def pipeline_costs(args: argparse.Namespace, size: int, workdir: Path) -> tuple[
     row["ingest_s"], lineage = timed(
         lambda: ingest(spark, str(workdir / "source"), str(lake), checksums="none")
     )
-    row["table_MB"] = sum(folder_bytes(lake / name) for name in lineage["tables"]) / 1e6
-    rows = sum(table["rows"] for table in lineage["tables"].values())
+    tables = lineage.tables.items()
+    row["table_MB"] = sum(folder_bytes(lake / name) for name, _ in tables) / 1e6
+    rows = sum(table.rows or 0 for _, table in tables)
     assert rows == size, (rows, size)
     print(f"{size}: ingest {row['ingest_s']:.1f} s, tables {row['table_MB']:.0f} MB", flush=True)
     slot_counts = sorted(int(text) for text in args.slots.split(","))
