@@ -442,7 +442,6 @@ def main() -> None:
     parser.add_argument(
         "--package",
         type=Path,
-        required=True,
         help="a package whose model embeds the catalogues (e.g. .simrec/serve/packages/simrec-v1)",
     )
     parser.add_argument("--slots", default="1,2", help="Spark local task slots the embedding runs on")
@@ -471,6 +470,8 @@ def main() -> None:
         args.queries, args.seconds = min(args.queries, 200), 3.0
         args.refresh_items = min(args.refresh_items, 500)
     sizes = [] if args.no_run else [parse_size(text) for text in (args.sizes or "70k,250k,1M").split(",")]
+    if sizes and args.package is None:
+        parser.error("--package is required unless --no-run")
     if args.serve_kind not in args.kinds.split(","):
         parser.error(f"--serve-kind {args.serve_kind} must be one of --kinds")
     args.workdir.mkdir(parents=True, exist_ok=True)
