@@ -311,18 +311,19 @@ class VectorEngine:
         else:
             self._client.create_alias(collection, alias, timeout=self.timeout)
 
-    def drop_old_versions(self, name: str, keep: int = 0) -> list[str]:
-        """Drops `name`'s versioned collections except the `keep` newest and any that the serving or the
-        previous alias names (those are never dropped); returns what was dropped."""
+    def versions(self, name: str) -> list[tuple[int, str]]:
+        """`name`'s versioned collections (see collection_name) as (version, collection), oldest first."""
         _check_name(name)
         version = re.compile(rf"^{re.escape(name)}_v(\d+)$")
         with self._failures(f"list versions of {name}"):
-            named = {self.alias_target(name), self.alias_target(name + PREVIOUS_SUFFIX)}
-            versions = sorted(
-                (int(match.group(1)), collection)
-                for collection in self._client.list_collections(timeout=self.timeout)
-                if (match := version.match(collection))
-            )
+            collections = self._client.list_collections(timeout=self.timeout)
+        return sorted((int(match.group(1)), c) for c in collections if (match := version.match(c)))
+
+    def drop_old_versions(self, name: str, keep: int = 0) -> list[str]:
+        """Drops `name`'s versioned collections except the `keep` newest and any that the serving or the
+        previous alias names (those are never dropped); returns what was dropped."""
+        named = {self.alias_target(name), self.alias_target(name + PREVIOUS_SUFFIX)}
+        versions = self.versions(name)
         candidates = versions[: len(versions) - keep] if keep else versions
         dropped = [collection for _, collection in candidates if collection not in named]
         for collection in dropped:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -44,9 +43,7 @@ def package_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, IndexSpec]:
 
 
 def next_version(engine: VectorEngine, name: str) -> int:
-    pattern = re.compile(rf"^{re.escape(name)}_v(\d+)$")
-    versions = [int(match.group(1)) for c in engine.collections() if (match := pattern.match(c))]
-    return max(versions, default=0) + 1
+    return max((version for version, _ in engine.versions(name)), default=0) + 1
 
 
 def publish(engine: VectorEngine, name: str, folder: Path, version: int | None = None) -> dict[str, Any]:
