@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec.infra import paths
 from simrec.infra.errors import InputError, validation_problems
-from simrec.records import GateMode, IndexKind
+from simrec.records import INDEX_SMALLEST, GateMode, IndexKind
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -243,13 +243,23 @@ class IndexConfig(_Section):
     size, and what each costs: docs/cluster.md#choosing-the-index."""
 
     kind: IndexKind | None = None
-    m: int | None = Field(None, ge=2, description="hnsw, hnsw_sq8: graph degree")
-    ef_search: int | None = Field(None, ge=1, description="hnsw, hnsw_sq8: search breadth")
-    nlist: int | None = Field(None, ge=1, description="ivfpq: inverted lists")
-    nprobe: int | None = Field(None, ge=1, description="ivfpq: lists searched per query")
-    pq_m: int | None = Field(None, ge=1, description="ivfpq: bytes of product-quantised code per item")
-    pca_dim: int | None = Field(None, ge=0, description="ivfpq: dimensions PCA keeps; 0: no PCA")
-    rerank: int | None = Field(None, ge=1, description="ivfpq: rerank x k candidates re-ranked")
+    m: int | None = Field(None, ge=INDEX_SMALLEST["m"], description="hnsw, hnsw_sq8: graph degree")
+    ef_search: int | None = Field(
+        None, ge=INDEX_SMALLEST["ef_search"], description="hnsw, hnsw_sq8: search breadth"
+    )
+    nlist: int | None = Field(None, ge=INDEX_SMALLEST["nlist"], description="ivfpq: inverted lists")
+    nprobe: int | None = Field(
+        None, ge=INDEX_SMALLEST["nprobe"], description="ivfpq: lists searched per query"
+    )
+    pq_m: int | None = Field(
+        None, ge=INDEX_SMALLEST["pq_m"], description="ivfpq: bytes of product-quantised code per item"
+    )
+    pca_dim: int | None = Field(
+        None, ge=INDEX_SMALLEST["pca_dim"], description="ivfpq: dimensions PCA keeps; 0: no PCA"
+    )
+    rerank: int | None = Field(
+        None, ge=INDEX_SMALLEST["rerank"], description="ivfpq: rerank x k candidates re-ranked"
+    )
 
     def component_inputs(self) -> dict[str, Any]:
         """The evaluate component's index_* inputs this profile sets."""

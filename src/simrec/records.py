@@ -27,6 +27,20 @@ GateMode = Literal["enabled", "dry-run", "disabled"]
 GATE_MODES: tuple[str, ...] = get_args(GateMode)
 # ... and of the nearest-neighbour index kinds (config, evaluate's flag, simrec.retrieval.index)
 IndexKind = Literal["hnsw", "exact", "hnsw_sq8", "ivfpq"]
+# ... and the smallest value of each index setting (IndexSpec, config's evaluate.index). faiss takes
+# smaller values without a word: an HNSW degree below 2 crashes it (segfault or assertion), an efSearch
+# below 1 silently returns fewer and wrong neighbours; nlist, nprobe, pq_m below 1 crash or return
+# nothing; a rerank factor below 1 keeps fewer candidates than asked for.
+INDEX_SMALLEST = {
+    "m": 2,
+    "ef_construction": 1,
+    "ef_search": 1,
+    "nlist": 1,
+    "nprobe": 1,
+    "pq_m": 1,
+    "pca_dim": 0,
+    "rerank": 1,
+}
 
 
 class Record(BaseModel):

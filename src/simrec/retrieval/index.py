@@ -41,23 +41,11 @@ from typing import Any, get_args
 import numpy as np
 
 from simrec.infra.errors import InputError
+from simrec.records import INDEX_SMALLEST as SMALLEST
 from simrec.records import IndexKind
 
 KINDS: tuple[str, ...] = get_args(IndexKind)
 LOSSLESS_KINDS = ("hnsw", "exact")  # keep the float vectors: reconstruct gives them back exactly
-# faiss takes smaller values without a word: an HNSW degree below 2 crashes it (segfault or assertion),
-# an efSearch below 1 silently returns fewer and wrong neighbours; nlist, nprobe, pq_m below 1 crash or
-# return nothing; a rerank factor below 1 keeps fewer candidates than asked for.
-SMALLEST = {
-    "m": 2,
-    "ef_construction": 1,
-    "ef_search": 1,
-    "nlist": 1,
-    "nprobe": 1,
-    "pq_m": 1,
-    "pca_dim": 0,
-    "rerank": 1,
-}
 TRAIN_SAMPLE = 100_000  # training vectors at most (PCA, IVF centroids, PQ codebooks, SQ ranges)
 POINTS_PER_LIST = 39  # faiss's own minimum of training points per k-means centroid
 PQ_BITS = 8
