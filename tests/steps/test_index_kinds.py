@@ -9,10 +9,10 @@ import pytest
 
 from simrec.evaluate.measure import ann_quality
 from simrec.infra.errors import InputError
+from simrec.retrieval.catalogue_index import InProcessIndex
 from simrec.retrieval.index import (
     IndexSpec,
     build_index,
-    copy_index,
     load_index,
     save_index,
     search,
@@ -110,7 +110,7 @@ def test_small_catalogues_still_build(items: int) -> None:
 def test_hnsw_sq8_pads_vectors_whose_size_simd_cannot_take(tmp_path: Path) -> None:
     vectors, _ = class_vectors(1000, dim=61, seed=2)  # 61: not a multiple of 8, like the 569-d default
     save_index(build_index(vectors, IndexSpec(kind="hnsw_sq8")), tmp_path / "index.faiss")
-    index = copy_index(load_index(tmp_path / "index.faiss", ef_search=32))
+    index = load_index(tmp_path / "index.faiss", ef_search=32)
     assert index.d == 61
     _, rows = search(index, vectors[:5], 3)
     assert (rows[:, 0] == np.arange(5)).all()
@@ -130,14 +130,29 @@ def test_compressed_kinds_keep_codes_not_vectors(catalogue) -> None:
 
 
 @pytest.mark.parametrize("name", ["hnsw", "hnsw_sq8", "ivfpq"])
-def test_a_copy_grows_without_changing_the_original(name, catalogue) -> None:
+def test_a_grown_index_answers_for_the_new_rows_and_shares_the_package_index(name, catalogue) -> None:
     vectors, _ = catalogue
-    index = build_index(vectors[:1000], KINDS[name][0])
-    grown = copy_index(index)
-    grown.add(vectors[1000:1010])
-    assert (index.ntotal, grown.ntotal) == (1000, 1010)
-    _, rows = search(grown, vectors[1000:1003], 1)
-    assert rows[:, 0].tolist() == [1000, 1001, 1002]
+    package = InProcessIndex(build_index(vectors[:1000], KINDS[name][0]))
+    grown = package.grown(vectors[1000:1010]).grown(vectors[1010:1012])
+    assert (package.ntotal, grown.ntotal) == (1000, 1012)
+    assert grown.package_index is package.package_index  # a refresh copies its new vectors, not the index
+    _, rows = grown.search(vectors[[1000, 1011, 3]], 1)
+    assert rows[:, 0].tolist() == [1000, 1011, 3]
+    _, rows = package.search(vectors[[1000]], 3)  # the original answers as before: no new row
+    assert (rows < 1000).all()
+    np.testing.assert_array_equal(grown.vectors([1005, 1011]), vectors[[1005, 1011]])
+    assert float(grown.vectors([7])[0] @ vectors[7]) > 0.9  # a package row: decoded from its codes
+
+
+def test_a_grown_index_merges_both_parts_best_first(catalogue) -> None:
+    vectors, _ = catalogue
+    grown = InProcessIndex(build_index(vectors[:1000], IndexSpec(kind="exact"))).grown(vectors[1000:1500])
+    whole = InProcessIndex(build_index(vectors[:1500], IndexSpec(kind="exact")))
+    scores, rows = grown.search(vectors[990:1010], 10)
+    whole_scores, whole_rows = whole.search(vectors[990:1010], 10)
+    assert (rows >= 1000).any() and (rows < 1000).any()
+    np.testing.assert_array_equal(rows, whole_rows)
+    np.testing.assert_allclose(scores, whole_scores, atol=1e-5)
 
 
 @pytest.mark.parametrize(

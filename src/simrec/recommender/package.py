@@ -36,15 +36,8 @@ from simrec.embedding.embedder import file_sha256
 from simrec.embedding.runtimes import RUNTIMES
 from simrec.infra.errors import InputError
 from simrec.infra.files import write_json_atomic
-from simrec.retrieval.index import (
-    DEFAULT_SPEC,
-    IndexSpec,
-    build_index,
-    copy_index,
-    load_index,
-    save_index,
-    search,
-)
+from simrec.retrieval.catalogue_index import CatalogueIndex, InProcessIndex
+from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec, build_index, load_index, save_index
 
 FORMAT = 2
 MODEL_FILE = "embedding.keras"
@@ -97,10 +90,10 @@ class Recommender:
         self.manifest = read_manifest(folder)
         self.model = _embedding_model(folder, self.manifest, runtime, threads)
         self.items = pd.read_parquet(folder / ITEMS_FILE, columns=ITEM_COLUMNS)
-        self.index = load_package_index(folder, self.manifest)
-        if self.index.ntotal != len(self.items) or self.index.d != self.model.dim:
+        self.index: CatalogueIndex = InProcessIndex(load_package_index(folder, self.manifest))
+        if self.index.ntotal != len(self.items) or self.index.dim != self.model.dim:
             raise PackageError(
-                f"{folder}: index holds {self.index.ntotal} vectors of size {self.index.d} for "
+                f"{folder}: index holds {self.index.ntotal} vectors of size {self.index.dim} for "
                 f"{len(self.items)} items and a {self.model.dim}-d model"
             )
         self.rows = pd.Series(np.arange(len(self.items)), index=self.items["item_id"])
@@ -123,7 +116,7 @@ class Recommender:
 
     def similar_to_pixels(self, pixels: np.ndarray, k: int) -> list[list[Neighbour]]:
         """For each [28, 28] uint8 image, its k most similar catalogue items (cosine), best first."""
-        scores, rows = search(self.index, self.model.embed_pixels(pixels), k)
+        scores, rows = self.index.search(self.model.embed_pixels(pixels), k)
         return self._neighbours(scores, rows, [None] * len(rows), k)
 
     def similar_to_items(self, item_ids: list[str], k: int) -> list[list[Neighbour]]:
@@ -133,8 +126,7 @@ class Recommender:
             raise InputError(f"unknown item_id {unknown[0]!r}")
         own = [int(self.rows[item]) for item in item_ids]
         # compressed index kinds give their codes decoded: close to the item's vector, not exactly it
-        vectors = np.stack([self.index.reconstruct(row) for row in own])
-        scores, rows = search(self.index, vectors, k + 1)
+        scores, rows = self.index.search(self.index.vectors(own), k + 1)
         return self._neighbours(scores, rows, own, k)
 
     def image(self, item_id: str) -> bytes:
@@ -145,8 +137,8 @@ class Recommender:
     def with_items(self, items: pd.DataFrame) -> Recommender:
         """A recommender whose index also holds `items` (item_id, label, label_name, image as PNG bytes),
         embedded with this package's model, as the next index version. `self` is left unchanged, so
-        searches running on it are undisturbed (faiss indexes must not be searched while they grow) and
-        the caller switches to the copy in one assignment. The package's files are not changed."""
+        searches running on it are undisturbed, and the caller switches to the new one in one assignment;
+        the two share the package's index (CatalogueIndex.grown). The package's files are not changed."""
         new = items[ITEM_COLUMNS].reset_index(drop=True)
         duplicated = new["item_id"][new["item_id"].duplicated()]
         if len(duplicated):
@@ -161,9 +153,8 @@ class Recommender:
             except InputError as exc:
                 raise InputError(f"item {item_id!r}: {exc}") from exc
         grown = copy.copy(self)
-        grown.index = copy_index(self.index)
         if len(new):
-            grown.index.add(self.model.embed_pixels(np.stack(pixels)))
+            grown.index = self.index.grown(self.model.embed_pixels(np.stack(pixels)))
         grown.items = pd.concat([self.items, new], ignore_index=True)
         grown.rows = pd.Series(np.arange(len(grown.items)), index=grown.items["item_id"])
         grown._described = self._described + _described(new)

@@ -214,17 +214,6 @@ def load_index(path: Path, ef_search: int | None = None, nprobe: int | None = No
     return index
 
 
-def copy_index(index):  # -> faiss.Index
-    """An independent copy of the index (to grow while the original is searched). faiss's clone_index
-    does not know every wrapper this module builds (PCA, re-ranking): those go through serialisation."""
-    import faiss
-
-    try:
-        return faiss.clone_index(index)
-    except RuntimeError:
-        return faiss.deserialize_index(faiss.serialize_index(index))
-
-
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows), each [n_queries, k], most similar first; rows are -1 where fewer than k exist.
     Scores are cosine similarities, estimated from the codes for compressed kinds (1 - d/2 from the squared
