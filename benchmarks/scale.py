@@ -7,14 +7,17 @@ Gaussian noise), written as the four IDX files ingest reads. Then, measured:
 - ingest: `simrec.steps.ingest.ingest` (read, verify, PNG-encode, Delta commit) time; table size on disk
 - Spark batch embedding: `simrec.evaluate.catalogue_embeddings.embed_catalogue` (evaluate's Spark job,
   the Keras model on the Python workers) in a local Spark session of 1 and of 2 task slots (local[1],
-  local[2]: one local executor with 1 or 2 cores), items/s; then the vectors and items are read back as
-  evaluate does (`read_vectors`, `Catalogue.collect`)
+  local[2]: one local executor with 1 or 2 cores), items/s; every slot count but the last embeds a seeded
+  sample of at most `--embed-sample` items (a rate per item; at 1M local[1] would take ~25 min), the last
+  the whole catalogue; then the vectors and items are read back as evaluate does (`read_vectors`,
+  `Catalogue.collect`)
 - index build per kind (`simrec.retrieval.index.build_index`): time, and peak memory growth of this
   process during the build (VmHWM reset before it); label recall@10 and top-10 overlap against exact
   search (`simrec.evaluate.measure.ann_quality`, as evaluate measures them) on `--queries` test items
 - the served kind's package (`simrec.recommender.package.write_package`, as evaluate writes it), served
   by `simrec serve` in the serve environment (benchmarks/serve.py's start and load): start time, p50/p99
-  of /similar by image (top-10) at `--clients` clients, server RSS
+  of /similar at `--clients` clients by image (top-10: the model and the index) and by item (a product
+  page's query: the index alone), server RSS
 - live refresh: `--refresh-items` new items (transformed train images, new ids) sent to that server with
   `simrec.serving.admin_client.add_missing_items` (the refresh step's client): time, RSS after.
 
@@ -204,13 +207,23 @@ def pipeline_costs(args: argparse.Namespace, size: int, workdir: Path) -> tuple[
         frame = catalogue_frame(spark, lineage)
         last = slots == slot_counts[-1]
         name = EMBEDDINGS_TABLE if last else f"{EMBEDDINGS_TABLE}-local{slots}"
+        embedded = size
+        if not last and size > args.embed_sample:
+            # a rate per item: a sample measures it as well as the whole catalogue, in a fraction of the time
+            frame = frame.sample(fraction=args.embed_sample / size, seed=0).cache()
+            embedded = frame.count()
         started = time.perf_counter()
         model_id, version = embed_catalogue(spark, frame, model_file, table_uri(str(lake), name))
         seconds = time.perf_counter() - started
-        row[f"embed_{slots}_items_per_s"] = size / seconds
+        row[f"embed_{slots}_items_per_s"] = embedded / seconds
+        row[f"embed_{slots}_items"] = embedded
         print(
-            f"{size}: embedding on local[{slots}]: {seconds:.1f} s, {size / seconds:.0f} items/s", flush=True
+            f"{size}: embedding {embedded} items on local[{slots}]: {seconds:.1f} s, "
+            f"{embedded / seconds:.0f} items/s",
+            flush=True,
         )
+        if embedded != size:
+            frame.unpersist()
         if not last:
             shutil.rmtree(lake / name)
     started = time.perf_counter()
@@ -290,16 +303,17 @@ def serving_costs(args: argparse.Namespace, package: Path, workdir: Path) -> dic
         test = items[items["item_id"].str.startswith("test-")].iloc[:QUERY_IMAGES]
         bodies = [json.dumps({"image": png_base64(png), "k": K}).encode() for png in test["image"]]
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        measured = load(f"{url}/similar", headers, bodies, args.clients, args.seconds, server_pid=server.pid)
-        if measured["errors"]:
-            raise SystemExit(f"{measured['errors']} requests failed: see {log}")
-        row = {
-            "serve_start_s": STARTS[log.name],
-            "p50_ms": measured["p50_ms"],
-            "p99_ms": measured["p99_ms"],
-            "rps": measured["rps"],
-            "server_RSS_MB": memory_kib("VmRSS", str(server.pid)) / 1024,
-        }
+        # by image: the model and the index; by item (a product page's query): the index alone
+        by_item = [json.dumps({"item_id": item_id, "k": K}).encode() for item_id in test["item_id"]]
+        row: dict[str, Any] = {"serve_start_s": STARTS[log.name]}
+        for prefix, queries in (("", bodies), ("item_", by_item)):
+            measured = load(
+                f"{url}/similar", headers, queries, args.clients, args.seconds, server_pid=server.pid
+            )
+            if measured["errors"]:
+                raise SystemExit(f"{measured['errors']} requests failed: see {log}")
+            row |= {f"{prefix}{name}": measured[name] for name in ("p50_ms", "p99_ms", "rps")}
+        row["server_RSS_MB"] = memory_kib("VmRSS", str(server.pid)) / 1024
         new = refresh_items(args.source, args.refresh_items, seed=7)
         seconds, answer = timed(lambda: add_missing_items(url, admin_token, new))
         assert answer["added"] == len(new), answer
@@ -339,6 +353,9 @@ PIPELINE_COLUMNS = {
     "p50_ms": "{:.1f}",
     "p99_ms": "{:.1f}",
     "rps": "{:.0f}",
+    "item_p50_ms": "{:.1f}",
+    "item_p99_ms": "{:.1f}",
+    "item_rps": "{:.0f}",
     "server_RSS_MB": "{:.0f}",
     "refresh_s": "{:.1f}",
     "refresh_items_per_s": "{:.0f}",
@@ -372,6 +389,8 @@ SERVED_KIND_COSTS = {
     "package_MB",
     "p50_ms",
     "p99_ms",
+    "item_p50_ms",
+    "item_p99_ms",
     "server_RSS_MB",
     "refresh_items_per_s",
     "RSS_after_refresh_MB",
@@ -394,7 +413,15 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
                 "refresh": "refresh_items_per_s",
             },
         ),
-        (1, 0): ("ms at 8 clients", {"serve p50": "p50_ms", "serve p99": "p99_ms"}),
+        (1, 0): (
+            "ms at 8 clients",
+            {
+                "by image p50": "p50_ms",
+                "by image p99": "p99_ms",
+                "by item p50": "item_p50_ms",
+                "by item p99": "item_p99_ms",
+            },
+        ),
         (1, 1): (
             "MB",
             {
@@ -445,6 +472,12 @@ def main() -> None:
         help="a package whose model embeds the catalogues (e.g. .simrec/serve/packages/simrec-v1)",
     )
     parser.add_argument("--slots", default="1,2", help="Spark local task slots the embedding runs on")
+    parser.add_argument(
+        "--embed-sample",
+        type=int,
+        default=100_000,
+        help="items embedded to measure every slot count but the last (which embeds the whole catalogue)",
+    )
     parser.add_argument("--kinds", default="hnsw,hnsw_sq8,ivfpq", help="index kinds built and measured")
     parser.add_argument("--serve-kind", default="hnsw", help="the kind packaged, served and refreshed")
     parser.add_argument("--queries", type=int, default=1000, help="test items asked for recall and overlap")

@@ -39,6 +39,7 @@ def test_quick_run_end_to_end(tmp_path: Path):
     workdir = tmp_path / "bench"
     command = [sys.executable, str(BENCHMARK), "--quick", "--sizes", "1000", "--source", str(source)]
     command += ["--package", str(package), "--workdir", str(workdir), "--refresh-items", "100"]
+    command += ["--embed-sample", "400"]  # local[1] embeds a sample, local[2] the whole catalogue
     python_path = os.pathsep.join([str(paths.CHECKOUT / "src"), os.environ.get("PYTHONPATH", "")])
     done = subprocess.run(
         command,
@@ -55,8 +56,10 @@ def test_quick_run_end_to_end(tmp_path: Path):
         and row["served_kind"] == "hnsw"
         and row["refresh_s"] > 0
         and row["p99_ms"] >= row["p50_ms"] > 0
+        and row["item_p99_ms"] >= row["item_p50_ms"] > 0
     )
     assert row["embed_1_items_per_s"] > 0 and row["embed_2_items_per_s"] > 0
+    assert 300 < row["embed_1_items"] < 500 and row["embed_2_items"] == 1000
     [index] = results["indexes"]
     assert index["kind"] == "hnsw" and 0 <= index["overlap_at_10"] <= 1
     assert "| items | served_kind | ingest_s |" in done.stdout
