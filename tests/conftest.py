@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+pytest_plugins = ["milvus_server"]  # the `milvus` fixture: a milvus-lite server per test module
+
 # Set before anything starts MLflow or Spark, in every environment the suite runs in.
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
