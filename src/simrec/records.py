@@ -41,6 +41,9 @@ INDEX_SMALLEST = {
     "pca_dim": 0,
     "rerank": 1,
 }
+# ... and of a vector engine's collection and alias names (Milvus's rule: config's evaluate.vector_engine,
+# simrec.retrieval.engine)
+ENGINE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,200}$"
 
 
 class Record(BaseModel):
@@ -170,6 +173,8 @@ class Evaluation(Record):
     segments: dict[str, Any] = {}
     onnx: dict[str, Any] = {}
     index: dict[str, Any] = {}
+    # where the package's vectors were published, as its manifest says: uri, alias, collection ({}: none)
+    vector_engine: dict[str, str] = {}
     mlflow_run_id: str | None = None
     seconds: float | None = None
 

@@ -27,10 +27,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from uuid import uuid4
 
 import numpy as np
 
 from simrec.infra.errors import InputError
+from simrec.records import ENGINE_NAME_PATTERN
 from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
 
 PRIMARY = "row"
@@ -42,7 +44,7 @@ CONSISTENCY = "Strong"  # a search sees every write acknowledged before it (refr
 BATCH_ROWS = 4_000  # 569-d float32: ~9 MB a gRPC message, well under Milvus's 64 MB default
 TIMEOUT_SECONDS = 30.0
 PREVIOUS_SUFFIX = "_previous"
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")  # Milvus's rule for collection and alias names
+NAME = re.compile(ENGINE_NAME_PATTERN)  # Milvus's rule for collection and alias names
 
 Progress = Callable[[int, int], None]  # (rows written, rows in all)
 
@@ -105,7 +107,10 @@ class VectorEngine:
         self.uri = _without_credentials(uri)  # what messages name
         self.timeout = timeout
         with self._failures("connect"):
-            self._client = MilvusClient(uri=uri, token=token, timeout=timeout)
+            # A connection of its own: pymilvus shares one per (URI, token) in a process by default, and
+            # close() would then cut every other VectorEngine to the same engine (a served version's,
+            # when the one it replaced closes).
+            self._client = MilvusClient(uri=uri, token=token, timeout=timeout, alias=f"simrec-{uuid4().hex}")
 
     @contextmanager
     def _failures(self, operation: str) -> Iterator[None]:

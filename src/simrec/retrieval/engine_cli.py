@@ -46,8 +46,16 @@ def next_version(engine: VectorEngine, name: str) -> int:
     return max((version for version, _ in engine.versions(name)), default=0) + 1
 
 
-def publish(engine: VectorEngine, name: str, folder: Path, version: int | None = None) -> dict[str, Any]:
-    vectors, labels, spec = package_vectors(folder)
+def publish_vectors(
+    engine: VectorEngine,
+    name: str,
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    spec: IndexSpec,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """`vectors` (row i = the package's items row i) and their labels as version `version` (default: the
+    next one) of `name`'s collection, indexed with `spec`, progress reported; the collection's record."""
     version = version or next_version(engine, name)
 
     def written(done: int, total: int) -> None:
@@ -55,6 +63,11 @@ def publish(engine: VectorEngine, name: str, folder: Path, version: int | None =
 
     collection = engine.create_collection(name, version, vectors, labels, spec, progress=written)
     return {"uri": engine.uri, "collection": collection, "items": len(vectors), "index": spec.settings()}
+
+
+def publish(engine: VectorEngine, name: str, folder: Path, version: int | None = None) -> dict[str, Any]:
+    vectors, labels, spec = package_vectors(folder)
+    return publish_vectors(engine, name, vectors, labels, spec, version)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,11 +1,14 @@
 """Evaluate step: embeds the whole catalogue with Spark, measures retrieval (test items against the train
 gallery, cosine) for the model, raw pixels and the current champion, builds the nearest-neighbour index
-and the recommender package, decides the blessing, and shows the results as pictures and a report."""
+and the recommender package (its vectors published to a vector engine when one is given), decides the
+blessing, and shows the results as pictures and a report."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from simrec.evaluate.catalogue_embeddings import EMBEDDINGS_TABLE
 from simrec.evaluate.figures import evaluation_figures
 from simrec.evaluate.gate import GATE_MODES, GateSettings, decide
 from simrec.evaluate.measure import Catalogue, catalogue_frame
-from simrec.evaluate.packaging import package_candidate
+from simrec.evaluate.packaging import DEFAULT_ALIAS, EngineTarget, package_candidate
 from simrec.evaluate.scoring import flat_metrics, score
 from simrec.infra import progress
 from simrec.infra.errors import InputError
@@ -29,6 +32,8 @@ from simrec.infra.files import atomic_write, write_json_atomic
 from simrec.infra.kfp_output import write_artifact_metadata
 from simrec.records import Evaluation, Lineage, Training, write_record
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
+from simrec.retrieval.engine import VectorEngineError
+from simrec.retrieval.engine_cli import TOKEN_VARIABLE
 from simrec.retrieval.index import DEFAULT_SPEC, KINDS, IndexSpec
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
@@ -65,12 +70,14 @@ def evaluate(
     model_name: str = "simrec",
     exclude_classes: tuple[int, ...] = (),
     index_spec: IndexSpec = DEFAULT_SPEC,
+    engine: EngineTarget | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     git_sha: str = "unknown",
     seed: int = 0,
     workdir: Path | None = None,
 ) -> tuple[Evaluation, str]:
-    """Returns (the evaluation record, the HTML report) and writes the recommender package."""
+    """Returns (the evaluation record, the HTML report) and writes the recommender package, after
+    publishing the catalogue's vectors to `engine` when given (None: the package's in-process index only)."""
     started = time.perf_counter()
     model_file, training = _trained_model(model_dir)
     frame = catalogue_frame(spark, lineage)
@@ -79,7 +86,9 @@ def evaluate(
     embeddings_uri = table_uri(lake_uri, EMBEDDINGS_TABLE)
     scored = score(spark, frame, catalogue, model_file, embeddings_uri, champion, exclude_classes)
     extra = {"model_name": model_name, "exclude_classes": list(exclude_classes)}
-    packaged = package_candidate(package_out, model_file, catalogue, scored.vectors, index_spec, extra)
+    packaged = package_candidate(
+        package_out, model_file, catalogue, scored.vectors, index_spec, extra, engine
+    )
     decision = decide(gate, scored.score, scored.champion)
     decision.reasons.append(packaged.agreement_reason())
     shown = evaluation_figures(catalogue, scored.vectors, packaged.index, scored.results, seed)
@@ -100,6 +109,7 @@ def evaluate(
         segments=shown["segments"],
         onnx=packaged.onnx,
         index=index_spec.settings(),
+        vector_engine=packaged.vector_engine,
     )
     page = report.evaluation_report(evaluation, shown["figures"], model_name)
     _log_run(evaluation, page, shown["figures"], gate, experiment, git_sha)
@@ -128,6 +138,7 @@ def _log_run(
                 "simrec.training_run_id": str(training.mlflow_run_id),
                 "simrec.blessed": str(evaluation.gate.blessed).lower(),
             }
+            | {f"simrec.vector_engine.{key}": value for key, value in evaluation.vector_engine.items()}
         )
         exclude_classes = format_classes(tuple(training.exclude_classes))
         mlflow.log_params({"gate_mode": gate.mode, "exclude_classes": exclude_classes})
@@ -163,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--index-rerank", type=int, default=IndexSpec.rerank, help="ivfpq: candidates re-ranked per result"
     )
+    parser.add_argument(
+        "--vector-engine-uri",
+        default="",
+        help="publish the catalogue's vectors to this vector engine (Milvus; token from "
+        f"${TOKEN_VARIABLE}); empty: the package's in-process index only",
+    )
+    parser.add_argument(
+        "--vector-engine-alias",
+        default=DEFAULT_ALIAS,
+        help="the catalogue's serving alias in the engine; its versions are collections ALIAS_v<N>",
+    )
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment")
     parser.add_argument("--git-sha", default="unknown")
     parser.add_argument("--package-out", type=Path, required=True, help="folder for the recommender package")
@@ -187,23 +209,32 @@ def main(argv: list[str] | None = None) -> None:
         pca_dim=args.index_pca_dim,
         rerank=args.index_rerank,
     )
+    engine = (
+        EngineTarget(args.vector_engine_uri, args.vector_engine_alias, os.environ.get(TOKEN_VARIABLE, ""))
+        if args.vector_engine_uri
+        else None
+    )
     lineage = read_lineage(args.lineage)
     from simrec.infra.spark import get_spark
 
-    evaluation, page = evaluate(
-        get_spark("simrec-evaluate"),
-        lineage,
-        args.model,
-        args.lake_uri,
-        args.package_out,
-        gate=gate,
-        model_name=args.model_name,
-        exclude_classes=parse_classes(args.exclude_classes),
-        index_spec=index_spec,
-        experiment=args.experiment,
-        git_sha=args.git_sha,
-        workdir=args.evaluation_out.parent / "work",
-    )
+    try:
+        evaluation, page = evaluate(
+            get_spark("simrec-evaluate"),
+            lineage,
+            args.model,
+            args.lake_uri,
+            args.package_out,
+            gate=gate,
+            model_name=args.model_name,
+            exclude_classes=parse_classes(args.exclude_classes),
+            index_spec=index_spec,
+            engine=engine,
+            experiment=args.experiment,
+            git_sha=args.git_sha,
+            workdir=args.evaluation_out.parent / "work",
+        )
+    except VectorEngineError as exc:  # it names the engine, the operation and the cause; no package written
+        sys.exit(f"simrec evaluate: error: {exc}")
     write_record(args.evaluation_out, evaluation)
     write_json_atomic(args.metrics_out, evaluation.metrics)
     with atomic_write(args.report_out, "w") as out:
@@ -222,8 +253,10 @@ def _summary(evaluation: Evaluation) -> str:
         if "unseen_recall_at_1" in m
         else ""
     )
+    engine = evaluation.vector_engine
+    published = f"; vectors in {engine['uri']} as {engine['collection']}" if engine else ""
     return (
         f"recall@1 {m['recall_at_1']:.4f} (raw pixels {m['pixels_recall_at_1']:.4f}){unseen}, "
         f"mAP@10 {m['map_at_10']:.4f}; ANN recall@10 loss {m['ann_recall_loss_at_10']:.4f}; "
-        f"{'blessed' if gate.blessed else 'not blessed'}: {'; '.join(gate.reasons)}"
+        f"{'blessed' if gate.blessed else 'not blessed'}: {'; '.join(gate.reasons)}" + published
     )
