@@ -24,6 +24,7 @@ LINEAGE = {
     },
 }
 TRAIN_PARAMS = {"architecture": "seed", "epochs": 2, "learning_rate": 0.001}
+VECTOR_ENGINE = {"uri": "http://milvus.milvus:19530", "alias": "simrec", "collection": "simrec_v3"}
 
 
 def serve_simrec() -> Path:
@@ -72,6 +73,7 @@ def evaluation(
         "lineage": LINEAGE,
         "training": {"mlflow_run_id": run_id, "params": TRAIN_PARAMS},
         "embeddings": {"uri": "/lake/embeddings", "version": 1},
+        "vector_engine": VECTOR_ENGINE,
     }
 
 

@@ -72,6 +72,9 @@ def test_a_blessed_first_model_becomes_champion_with_its_lineage(tracking, valid
     assert tags["simrec.metric.recall_at_1"] == "0.8" and tags["simrec.model_id"] == validated[2]
     assert tags["simrec.gate.mode"] == "enabled" and tags["simrec.gate.blessed"] == "true"
     assert tags["simrec.training_run_id"] == run_id and tags["simrec.promotion"].startswith("promoted")
+    assert tags["simrec.vector_engine.collection"] == "simrec_v3"
+    assert tags["simrec.vector_engine.alias"] == "simrec"
+    assert tags["simrec.vector_engine.uri"] == "http://milvus.milvus:19530"
     assert "recall@1 0.8000" in version.description
     # the register run hangs under the training run
     register_run = mlflow.get_run(registered["mlflow_run_id"])
@@ -109,6 +112,7 @@ def test_a_blessed_first_model_becomes_champion_with_its_lineage(tracking, valid
     assert f"training run   {run_id}" in printed
     assert "epochs=2" in printed and "val_recall_at_1=0.71" in printed
     assert "embeddings   /lake/embeddings  version 1" in printed
+    assert "vector engine  http://milvus.milvus:19530  collection simrec_v3  alias simrec" in printed
     assert "train-images-idx3-ubyte.gz  sha256 " + "1" * 64 in printed
     assert "git sha        0a1b2c3d" in printed and "pipeline run   simrec-20261127-120000" in printed
 

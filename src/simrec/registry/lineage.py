@@ -1,7 +1,7 @@
 """`simrec lineage MODEL@ALIAS|MODEL/VERSION`: a registered version's chain back to its data and code -
-version and aliases, training run (parameters, metrics), Delta table versions, source file checksums,
-git SHA, pipeline run. Read from the version's `simrec.*` tags (written by register) and the training
-run in the same MLflow store."""
+version and aliases, training run (parameters, metrics), Delta table versions, the vector engine's
+collection (when evaluate published one), source file checksums, git SHA, pipeline run. Read from the
+version's `simrec.*` tags (written by register) and the training run in the same MLflow store."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def describe(ref: str) -> dict[str, Any]:
         "tables": tables,
         "sources": sources,
         "embeddings": _under(tags, "simrec.embeddings."),
+        "vector_engine": _under(tags, "simrec.vector_engine."),
         "git_sha": tags.get("simrec.git_sha"),
         "pipeline_run_id": tags.get("simrec.pipeline_run_id"),
     }
@@ -81,6 +82,11 @@ def render(lineage: dict[str, Any]) -> str:
     if lineage["embeddings"]:
         embeddings = lineage["embeddings"]
         lines.append(f"  {'embeddings':<12} {embeddings.get('uri')}  version {embeddings.get('version')}")
+    if engine := lineage["vector_engine"]:
+        lines.append(
+            f"vector engine  {engine.get('uri')}  collection {engine.get('collection')}  "
+            f"alias {engine.get('alias')}"
+        )
     lines.append("source files")
     lines += [f"  {name}  sha256 {digest}" for name, digest in sorted(lineage["sources"].items())]
     lines.append(f"git sha        {lineage['git_sha']}")

@@ -79,6 +79,8 @@ def version_tags(
     if evaluation.embeddings:
         embeddings = evaluation.embeddings.model_dump(mode="json")
         tags |= {f"simrec.embeddings.{k}": str(v) for k, v in embeddings.items()}
+    # the collection the version's package searches when served through the engine, and its alias
+    tags |= {f"simrec.vector_engine.{k}": v for k, v in evaluation.vector_engine.items()}
     return {key: value[:TAG_VALUE_LIMIT] for key, value in tags.items()}
 
 
