@@ -10,13 +10,14 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from simrec.infra import paths
 from simrec.infra.errors import InputError, validation_problems
-from simrec.records import INDEX_SMALLEST, GateMode, IndexKind
+from simrec.records import ENGINE_NAME_PATTERN, ENGINE_TOKEN_VARIABLE, INDEX_SMALLEST, GateMode, IndexKind
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -266,6 +267,41 @@ class IndexConfig(_Section):
         return {f"index_{name}": value for name, value in self.model_dump(exclude_none=True).items()}
 
 
+class VectorEngineConfig(_Section):
+    """A vector engine (Milvus) evaluate publishes the catalogue's vectors to, as the alias's next
+    versioned collection `<alias>_v<N>` recorded in the package (docs/cluster.md, "Beyond one node").
+    Unset: off, the package's in-process index only."""
+
+    uri: str = Field(
+        min_length=1,
+        pattern=r"^\S+$",
+        description="the engine, e.g. http://milvus.milvus:19530 (no credentials: see token_secret)",
+    )
+    alias: str = Field(
+        "simrec",
+        pattern=ENGINE_NAME_PATTERN,
+        description="the catalogue's serving alias: letters, digits, underscores; not a digit first",
+    )
+    token_secret: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+        description=f"Kubernetes Secret whose key `token` is the engine's token ({ENGINE_TOKEN_VARIABLE} "
+        "in the evaluate pod); null: none (embedded runs take the variable from the environment)",
+    )
+
+    @field_validator("uri")
+    @classmethod
+    def _no_credentials(cls, uri: str) -> str:
+        # the URI is compiled into the pipeline's IR, which anyone who can read runs can see
+        if "@" in urlsplit(uri).netloc:
+            raise ValueError("carries credentials (user:password@): give the token by token_secret instead")
+        return uri
+
+    def component_inputs(self) -> dict[str, Any]:
+        """The evaluate component's vector_engine_* inputs."""
+        return {"vector_engine_uri": self.uri, "vector_engine_alias": self.alias}
+
+
 class EvaluateConfig(_Section):
     """The blessing gate: bless when test recall@1 >= min_recall_at_1 and not below the champion's by more
     than max_regression."""
@@ -275,6 +311,7 @@ class EvaluateConfig(_Section):
     min_recall_at_1: float = Field(0.0, ge=0.0, le=1.0)
     max_regression: float = Field(0.0, ge=0.0, le=1.0)
     index: IndexConfig = IndexConfig()
+    vector_engine: VectorEngineConfig | None = None
 
 
 class TuneConfig(_Section):

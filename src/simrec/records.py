@@ -44,6 +44,8 @@ INDEX_SMALLEST = {
 # ... and of a vector engine's collection and alias names (Milvus's rule: config's evaluate.vector_engine,
 # simrec.retrieval.engine)
 ENGINE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,200}$"
+# ... and of the environment variable that carries the engine's token to every process (evaluate, serve)
+ENGINE_TOKEN_VARIABLE = "SIMREC_VECTOR_ENGINE_TOKEN"
 
 
 class Record(BaseModel):

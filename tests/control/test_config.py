@@ -121,3 +121,29 @@ def test_bad_files_are_named(tmp_path) -> None:
         load_config("prod", environ={})
     with pytest.raises(ConfigError, match=r"full/simrec.yaml: configuration file not found"):
         load_config("full", tmp_path / "c", environ={})
+
+
+def test_the_vector_engine_is_off_in_every_profile_and_checked_when_set() -> None:
+    for profile in ("smoke", "embedded", "full"):
+        assert load_config(profile, environ={}).evaluate.vector_engine is None
+    environ = {"SIMREC__EVALUATE__VECTOR_ENGINE__URI": "http://milvus.milvus:19530"}
+    engine = load_config("embedded", environ=environ).evaluate.vector_engine
+    assert (engine.uri, engine.alias, engine.token_secret) == ("http://milvus.milvus:19530", "simrec", None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ALIAS": "shop-items"}, r"evaluate.vector_engine.alias: String should match pattern"),
+        ({"ALIAS": "1shop"}, r"evaluate.vector_engine.alias: String should match pattern"),
+        ({"URI": '""'}, r"evaluate.vector_engine.uri: String should have at least 1 character"),
+        ({"URI": "http://root:Milvus@milvus:19530"}, r"evaluate.vector_engine.uri: .*carries credentials"),
+        ({"TOKEN_SECRET": "Milvus Token"}, r"evaluate.vector_engine.token_secret: String should match"),
+        ({"PORT": "19530"}, r"evaluate.vector_engine.port: Extra inputs are not permitted"),
+    ],
+)
+def test_bad_vector_engine_settings_are_named(settings, message) -> None:
+    environ = {"SIMREC__EVALUATE__VECTOR_ENGINE__URI": "http://milvus.milvus:19530"}
+    environ |= {f"SIMREC__EVALUATE__VECTOR_ENGINE__{key}": value for key, value in settings.items()}
+    with pytest.raises(ConfigError, match=message):
+        load_config("embedded", environ=environ)

@@ -225,6 +225,33 @@ def test_a_profile_chooses_the_index_and_the_component_keeps_the_other_defaults(
     assert load_config("embedded").evaluate.index.kind == "hnsw"  # conf/base
 
 
+def test_a_profile_turns_the_vector_engine_on_for_evaluate(tmp_path) -> None:
+    def evaluate_task(environ: dict[str, str]) -> tuple[dict, dict]:
+        spec, kubernetes = _ir(load_config("full", environ=environ), tmp_path / str(len(environ)))
+        parameters = spec["root"]["dag"]["tasks"]["evaluate"]["inputs"]["parameters"]
+        constants = {
+            name: value["runtimeValue"]["constant"]
+            for name, value in parameters.items()
+            if "runtimeValue" in value
+        }
+        return constants, kubernetes["exec-evaluate"]
+
+    off, executor = evaluate_task({})  # every shipped profile: the component's defaults, engine off
+    assert (off["vector_engine_uri"], off["vector_engine_alias"]) == ("", "simrec")
+    assert {s["secretName"] for s in executor["secretAsEnv"]} == {"simrec-object-store", "simrec-mlflow"}
+
+    on, executor = evaluate_task(
+        {
+            "SIMREC__EVALUATE__VECTOR_ENGINE__URI": "http://milvus.milvus:19530",
+            "SIMREC__EVALUATE__VECTOR_ENGINE__ALIAS": "catalogue",
+            "SIMREC__EVALUATE__VECTOR_ENGINE__TOKEN_SECRET": "simrec-milvus",
+        }
+    )
+    assert (on["vector_engine_uri"], on["vector_engine_alias"]) == ("http://milvus.milvus:19530", "catalogue")
+    token = next(s for s in executor["secretAsEnv"] if s["secretName"] == "simrec-milvus")
+    assert token["keyToEnv"] == [{"secretKey": "token", "envVar": "SIMREC_VECTOR_ENGINE_TOKEN"}]
+
+
 def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -> None:
     environ = {
         "SIMREC__SPARK__MASTER": "k8s://https://kubernetes.default.svc",

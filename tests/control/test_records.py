@@ -46,6 +46,7 @@ EVALUATION = {
     "segments": {"clusters": 4, "points": 100, "sizes": [50, 30, 15, 5], "noise": 0},
     "onnx": {"opset": 17, "agreement": {"max_abs_diff": 1e-6}},
     "index": {"kind": "hnsw", "m": 32, "ef_search": 64},
+    "vector_engine": {"uri": "http://milvus:19530", "alias": "simrec", "collection": "simrec_v2"},
     "mlflow_run_id": "run-2",
     "seconds": 12.5,
 }

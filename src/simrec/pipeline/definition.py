@@ -22,6 +22,7 @@ from simrec.infra import paths
 from simrec.infra.errors import InputError
 from simrec.infra.files import atomic_write
 from simrec.pipeline import backend
+from simrec.records import ENGINE_TOKEN_VARIABLE
 from simrec.registry.tracking import ARTIFACT_ROOT_ENV, PIPELINE_RUN_ENV
 from simrec.train.params import TRAIN_COMPONENT, TrainParams, component_input_defaults
 
@@ -217,11 +218,21 @@ def _gpus_in_pod(train: dsl.PipelineTask, config: SimrecConfig) -> None:
 
 
 def _evaluate(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
-    # The index kind follows the catalogue's size, a property of the deployment: fixed per profile when the
-    # pipeline is compiled, like deploy's endpoint.
-    evaluate = _step(ops, config, "evaluate", **config.evaluate.index.component_inputs(), **wired)
+    # The index kind and the vector engine follow the catalogue's size, a property of the deployment:
+    # fixed per profile when the pipeline is compiled, like deploy's endpoint.
+    engine = config.evaluate.vector_engine
+    evaluate = _step(
+        ops,
+        config,
+        "evaluate",
+        **config.evaluate.index.component_inputs(),
+        **(engine.component_inputs() if engine else {}),
+        **wired,
+    )
     _spark_env(evaluate, config)
     _mlflow_env(evaluate, config)
+    if engine and engine.token_secret:
+        kubernetes.use_secret_as_env(evaluate, engine.token_secret, {"token": ENGINE_TOKEN_VARIABLE})
     return evaluate
 
 

@@ -24,10 +24,11 @@ import pandas as pd
 
 from simrec.infra import progress
 from simrec.recommender.package import ITEMS_FILE, load_package_index, read_manifest
+from simrec.records import ENGINE_TOKEN_VARIABLE
 from simrec.retrieval.engine import UNLABELLED, VectorEngine, VectorEngineError
 from simrec.retrieval.index import IndexSpec, stored_vectors
 
-TOKEN_VARIABLE = "SIMREC_VECTOR_ENGINE_TOKEN"
+TOKEN_VARIABLE = ENGINE_TOKEN_VARIABLE
 SPEC_FIELDS = set(IndexSpec.__dataclass_fields__)
 
 
