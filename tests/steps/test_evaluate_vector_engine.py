@@ -101,12 +101,43 @@ def test_bad_engine_settings_are_refused(uri: str, alias: str, message: str) -> 
 def test_the_step_refuses_a_bad_alias_before_any_work(tmp_path: Path) -> None:
     from simrec.steps.evaluate import main
 
-    argv = ["--lineage", "{}", "--model", str(tmp_path), "--lake-uri", str(tmp_path)]
-    argv += ["--vector-engine-uri", "http://milvus:19530", "--vector-engine-alias", "shop-items"]
-    for output in ("package", "evaluation", "metrics", "report", "blessed"):
-        argv.append(f"--{output}-out={tmp_path / output}")
     with pytest.raises(InputError, match="'shop-items': use letters"):
-        main(argv)
+        main(_step_argv(tmp_path, alias="shop-items"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def _step_argv(folder: Path, alias: str = "shop") -> list[str]:
+    argv = ["--lineage", "{}", "--model", str(folder), "--lake-uri", str(folder)]
+    argv += ["--vector-engine-uri", "http://milvus:19530", "--vector-engine-alias", alias]
+    for output in ("package", "evaluation", "metrics", "report", "blessed"):
+        argv.append(f"--{output}-out={folder / output}")
+    return argv
+
+
+def test_the_step_takes_the_token_from_the_environment_and_fails_in_one_line(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`simrec evaluate` hands the engine (token from $SIMREC_VECTOR_ENGINE_TOKEN, never a flag) to
+    evaluate, and an engine failure ends the step with one line naming the engine, writing no output."""
+    from simrec.infra import spark
+    from simrec.steps import evaluate as step
+
+    given = []
+
+    def failing_evaluate(*_, engine: EngineTarget, **__):
+        given.append(engine)
+        raise VectorEngineError("vector engine http://milvus:19530: connect failed: unavailable")
+
+    monkeypatch.setattr(step, "evaluate", failing_evaluate)
+    monkeypatch.setattr(step, "read_lineage", lambda _: None)
+    monkeypatch.setattr(spark, "get_spark", lambda _: None)
+    monkeypatch.setenv("SIMREC_VECTOR_ENGINE_TOKEN", "root:Milvus")
+    with pytest.raises(
+        SystemExit, match=r"^simrec evaluate: error: vector engine http://milvus:19530: connect"
+    ):
+        step.main(_step_argv(tmp_path))
+    assert given == [EngineTarget("http://milvus:19530", "shop", "root:Milvus")]
+    assert "Milvus" not in repr(given[0])  # the token stays out of logs
     assert list(tmp_path.iterdir()) == []
 
 
