@@ -1,21 +1,18 @@
 """The vector-engine backend against a real Milvus protocol server: milvus-lite's, started as its own
-process from its own environment (tools/milvus-lite; the client here is the steps image's pymilvus), as a
-Milvus cluster would be reached from a pod."""
+process from its own environment (tests/milvus_lite.py; the client here is the steps image's pymilvus), as
+a Milvus cluster would be reached from a pod."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_server import free_port, milvus_lite
 
 from simrec.infra.errors import InputError
 from simrec.retrieval.engine import VectorEngine, VectorEngineError, collection_name
@@ -24,67 +21,16 @@ from simrec.retrieval.index import IndexSpec
 
 pytest.importorskip("pymilvus")  # the steps image's client
 
-ROOT = Path(__file__).resolve().parents[2]
-SERVER = Path(os.environ.get("SIMREC_MILVUS_LITE", ROOT / ".envs/milvus-lite/bin/milvus-lite"))
 DIM = 569
 ITEMS = 3_000
 EXACT = IndexSpec(kind="exact")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_for(port: int, server: subprocess.Popen, log: Path, seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"milvus-lite exited with {server.returncode}:\n{log.read_text()[-2000:]}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"milvus-lite did not listen on {port} within {seconds} s:\n{log.read_text()[-2000:]}")
-
-
-@contextmanager
-def _milvus_lite(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A milvus-lite server on loopback, its data in `folder`: (URI, process)."""
-    if not SERVER.exists():
-        pytest.skip(f"no milvus-lite server at {SERVER} (scripts/setup-envs milvus-lite)")
-    port = _free_port()
-    log = folder / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [
-                str(SERVER),
-                "server",
-                "--data-dir",
-                str(folder / "data"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={key: value for key, value in os.environ.items() if key != "PYTHONPATH"},  # its own env only
-        )
-    try:
-        _wait_for(port, server, log)
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URI of a milvus-lite server of this module's own."""
     folder = tmp_path_factory.mktemp("milvus")
-    with _milvus_lite(folder) as (uri, _):
+    with milvus_lite(folder) as (uri, _):
         yield uri
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -179,15 +125,16 @@ def test_unreachable_engine_is_a_clear_error() -> None:
     with pytest.raises(
         VectorEngineError, match=r"vector engine http://127\.0\.0\.1:\d+: connect failed"
     ) as error:
-        VectorEngine(f"http://simrec:secret@127.0.0.1:{_free_port()}", timeout=2)
+        VectorEngine(f"http://simrec:secret@127.0.0.1:{free_port()}", timeout=2)
     assert time.monotonic() - started < 15
     assert "secret" not in str(error.value)
 
 
 def test_an_engine_that_goes_away_is_a_clear_error(tmp_path: Path, catalogue) -> None:
-    """Searches after the engine died fail within the timeout with the engine named, not hang."""
+    """Searches after the engine died fail within the timeout with the engine named, not hang (a timeout
+    in fractions of a second too: pymilvus bounds its retries by whole seconds only)."""
     vectors, labels = catalogue
-    with _milvus_lite(tmp_path) as (uri, server), VectorEngine(uri, timeout=3) as engine:
+    with milvus_lite(tmp_path) as (uri, server), VectorEngine(uri, timeout=2.5) as engine:
         engine.switch_alias("shop", engine.create_collection("shop", 1, vectors[:200], labels[:200], EXACT))
         server.kill()
         server.wait(timeout=30)
@@ -224,7 +171,7 @@ def test_the_command_publishes_a_package_and_moves_the_alias(milvus: str, tmp_pa
 
     package = build_package(tmp_path / "package", count=200)
     recommender = Recommender(package)
-    vectors = recommender.index.reconstruct_n(0, recommender.index.ntotal)
+    vectors = recommender.index.vectors(list(range(recommender.index.ntotal)))
 
     main(["publish", "--package", str(package), "--uri", milvus, "--name", "catalogue"])
     published = _last_json(capsys.readouterr().out)
