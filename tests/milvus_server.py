@@ -1,8 +1,8 @@
-"""A real Milvus protocol server for tests: milvus-lite's, started as its own process from its own
-environment (tools/milvus-lite; the client is the steps image's pymilvus), as a Milvus cluster would be
-reached from a pod. The `milvus` fixture (a plugin of tests/conftest.py) gives each test module that
-asks for it a server of its own. (Not named milvus_lite.py: on the tests path that would hide the
-milvus_lite package pymilvus imports for local .db URIs.)"""
+"""A real Milvus protocol server for the tests: milvus-lite's, started as its own process from its own
+environment (.envs/milvus-lite, scripts/setup-envs milvus-lite), as a Milvus cluster would be reached from
+a pod. The steps tests (the vector engine adapter) and the serve tests (engine-backed packages served) use
+it with their own environment's pymilvus client. (Not named milvus_lite.py: on the tests path that would
+hide the milvus_lite package pymilvus imports for local .db URIs.)"""
 
 from __future__ import annotations
 
@@ -16,15 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from serve_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = Path(os.environ.get("SIMREC_MILVUS_LITE", ROOT / ".envs/milvus-lite/bin/milvus-lite"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _wait_for(port: int, server: subprocess.Popen, log: Path, seconds: float = 60.0) -> None:
@@ -39,14 +34,14 @@ def _wait_for(port: int, server: subprocess.Popen, log: Path, seconds: float = 6
     raise RuntimeError(f"milvus-lite did not listen on {port} within {seconds} s:\n{log.read_text()[-2000:]}")
 
 
-@contextmanager
-def milvus_lite(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A milvus-lite server on loopback, its data in `folder`: (URI, process)."""
+def start_milvus_lite(folder: Path, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """A milvus-lite server on loopback (on `port`, else a free one), its data in `folder`: (URI,
+    process). Started again on the same folder and port, it serves the same collections."""
     if not SERVER.exists():
         pytest.skip(f"no milvus-lite server at {SERVER} (scripts/setup-envs milvus-lite)")
-    port = free_port()
-    log = folder / "server.log"
-    with log.open("w") as out:
+    port = port or free_port()
+    log = folder / f"server-{port}.log"
+    with log.open("a") as out:
         server = subprocess.Popen(
             [
                 str(SERVER),
@@ -64,15 +59,31 @@ def milvus_lite(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         )
     try:
         _wait_for(port, server, log)
-        yield f"http://127.0.0.1:{port}", server
-    finally:
+    except BaseException:
+        stop(server)
+        raise
+    return f"http://127.0.0.1:{port}", server
+
+
+def stop(server: subprocess.Popen) -> None:
+    if server.poll() is None:
         server.terminate()
-        server.wait(timeout=30)
+    server.wait(timeout=30)
+
+
+@contextmanager
+def milvus_lite(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A milvus-lite server on loopback for the duration, its data in `folder`: (URI, process)."""
+    uri, server = start_milvus_lite(folder)
+    try:
+        yield uri, server
+    finally:
+        stop(server)
 
 
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The URI of a milvus-lite server of this module's own."""
+    """The URI of a milvus-lite server of this module's own (a plugin of tests/conftest.py)."""
     folder = tmp_path_factory.mktemp("milvus")
     with milvus_lite(folder) as (uri, _):
         yield uri

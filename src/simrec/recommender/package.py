@@ -80,9 +80,13 @@ def _described(items: pd.DataFrame) -> list[tuple[str, int | None, str | None]]:
 class Recommender:
     """Top-k visually similar catalogue items for an image or for a catalogue item."""
 
-    def __init__(self, folder: Path, runtime: str = "onnx", threads: int = 1) -> None:
+    def __init__(
+        self, folder: Path, runtime: str = "onnx", threads: int = 1, vector_engine_uri: str | None = None
+    ) -> None:
         """runtime: "onnx" (ONNX Runtime, `threads` intra-op threads; every image serves this way) or
-        "keras" (TensorFlow: the steps image, and the benchmark's comparison)."""
+        "keras" (TensorFlow: the steps image, and the benchmark's comparison). A package whose manifest
+        names a vector engine (`vector_engine`) searches its collection there, on the engine at
+        `vector_engine_uri` if given, else at the manifest's URI; its index.faiss is not loaded."""
         folder = Path(folder)
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
@@ -90,7 +94,7 @@ class Recommender:
         self.manifest = read_manifest(folder)
         self.model = _embedding_model(folder, self.manifest, runtime, threads)
         self.items = pd.read_parquet(folder / ITEMS_FILE, columns=ITEM_COLUMNS)
-        self.index: CatalogueIndex = InProcessIndex(load_package_index(folder, self.manifest))
+        self.index: CatalogueIndex = self._catalogue_index(vector_engine_uri)
         if self.index.ntotal != len(self.items) or self.index.dim != self.model.dim:
             raise PackageError(
                 f"{folder}: index holds {self.index.ntotal} vectors of size {self.index.dim} for "
@@ -98,6 +102,19 @@ class Recommender:
             )
         self.rows = pd.Series(np.arange(len(self.items)), index=self.items["item_id"])
         self._described = _described(self.items)
+
+    def _catalogue_index(self, vector_engine_uri: str | None) -> CatalogueIndex:
+        record = self.manifest.get("vector_engine")
+        if record is None:
+            return InProcessIndex(load_package_index(self.folder, self.manifest))
+        from simrec.retrieval.engine_index import open_engine_index
+
+        try:
+            return open_engine_index(
+                record, self.manifest["index"], len(self.items), self.model.dim, vector_engine_uri
+            )
+        except InputError as exc:
+            raise PackageError(f"{self.folder}: {exc}") from exc
 
     @property
     def index_version(self) -> int:

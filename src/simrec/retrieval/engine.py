@@ -21,7 +21,9 @@ need the others' naming rules.
 
 from __future__ import annotations
 
+import math
 import re
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from uuid import uuid4
 import numpy as np
 
 from simrec.infra.errors import InputError
-from simrec.records import ENGINE_NAME_PATTERN
+from simrec.records import ENGINE_NAME_PATTERN, ENGINE_TOKEN_VARIABLE
 from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
 
 PRIMARY = "row"
@@ -43,6 +45,7 @@ METRIC = "IP"  # unit vectors: inner product is the cosine, the in-process index
 CONSISTENCY = "Strong"  # a search sees every write acknowledged before it (refresh, then query)
 BATCH_ROWS = 4_000  # 569-d float32: ~9 MB a gRPC message, well under Milvus's 64 MB default
 TIMEOUT_SECONDS = 30.0
+TOKEN_VARIABLE = ENGINE_TOKEN_VARIABLE  # the engine's token, in every process that reaches it
 PREVIOUS_SUFFIX = "_previous"
 NAME = re.compile(ENGINE_NAME_PATTERN)  # Milvus's rule for collection and alias names
 
@@ -99,18 +102,27 @@ def _check_name(name: str) -> None:
 
 
 class VectorEngine:
-    """A connection to one Milvus (a cluster, a standalone server, or milvus-lite's server)."""
+    """A connection to one Milvus (a cluster, a standalone server, or milvus-lite's server); `timeout`:
+    seconds each engine call may take, retries included (rounded up to whole seconds)."""
 
     def __init__(self, uri: str, token: str = "", timeout: float = TIMEOUT_SECONDS) -> None:
         from pymilvus import MilvusClient
 
         self.uri = _without_credentials(uri)  # what messages name
-        self.timeout = timeout
+        # Whole seconds: pymilvus bounds its retries of a failing call by `timeout` only when it is an int
+        # (retry_on_rpc_failure in pymilvus/decorators.py); with a float it retries 75 times, backing off
+        # up to 3 s, and a call to an engine that went away fails after minutes instead.
+        self.timeout = math.ceil(timeout)
         with self._failures("connect"):
             # A connection of its own: pymilvus shares one per (URI, token) in a process by default, and
             # close() would then cut every other VectorEngine to the same engine (a served version's,
             # when the one it replaced closes).
-            self._client = MilvusClient(uri=uri, token=token, timeout=timeout, alias=f"simrec-{uuid4().hex}")
+            self._client = MilvusClient(
+                uri=uri, token=token, timeout=self.timeout, alias=f"simrec-{uuid4().hex}"
+            )
+        # ... closed with this object at the latest: a server drops versions (and their engines) without
+        # closing them, and a connection of each would otherwise outlive it
+        self._closer = weakref.finalize(self, self._client.close)
 
     @contextmanager
     def _failures(self, operation: str) -> Iterator[None]:
@@ -132,14 +144,14 @@ class VectorEngine:
                 f"vector engine {self.uri}: {operation} failed: {status} {details}"
             ) from exc
 
-    def close(self) -> None:
-        self._client.close()
-
     def __enter__(self) -> VectorEngine:
         return self
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def close(self) -> None:
+        self._closer()  # once: a second call, or the collection of this object after it, does nothing
 
     def collections(self) -> list[str]:
         with self._failures("list collections"):
@@ -238,18 +250,46 @@ class VectorEngine:
             if progress:
                 progress(stop, len(rows))
 
-    def count(self, collection: str) -> int:
+    def count(self, collection: str, below: int | None = None) -> int:
+        """Rows in `collection`; with `below`, only the rows whose key is under it."""
+        where = "" if below is None else f"{PRIMARY} < {int(below)}"
         with self._failures(f"count {collection}"):
             result = self._client.query(
-                collection, filter="", output_fields=["count(*)"], timeout=self.timeout
+                collection, filter=where, output_fields=["count(*)"], timeout=self.timeout
             )
         return int(result[0]["count(*)"])
 
+    def dimension(self, collection: str) -> int:
+        """The size of `collection`'s vectors."""
+        with self._failures(f"describe {collection}"):
+            fields = self._client.describe_collection(collection, timeout=self.timeout)["fields"]
+        return int(next(field for field in fields if field["name"] == VECTOR)["params"]["dim"])
+
+    def vectors(self, collection: str, rows: list[int]) -> np.ndarray:
+        """The vectors of these rows of `collection`, in the order asked ([len(rows), dim]); VectorEngineError
+        names a row it does not hold."""
+        keys = [int(row) for row in rows]
+        with self._failures(f"read rows of {collection}"):
+            found = self._client.get(
+                collection, ids=sorted(set(keys)), output_fields=[VECTOR], timeout=self.timeout
+            )
+        by_row = {int(hit[PRIMARY]): hit[VECTOR] for hit in found}
+        missing = [row for row in keys if row not in by_row]
+        if missing:
+            raise VectorEngineError(f"vector engine {self.uri}: {collection} has no row {missing[0]}")
+        return np.array([by_row[row] for row in keys], np.float32).reshape(len(keys), -1)
+
     def search(
-        self, collection: str, queries: np.ndarray, k: int, spec: IndexSpec = DEFAULT_SPEC
+        self,
+        collection: str,
+        queries: np.ndarray,
+        k: int,
+        spec: IndexSpec = DEFAULT_SPEC,
+        below: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows), each [n_queries, k], as `index.search` gives them, from `collection` (a name or
-        an alias), with the search settings of `spec`'s kind."""
+        an alias), with the search settings of `spec`'s kind; with `below`, only among the rows whose key
+        is under it."""
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}")
         queries = _vectors(queries)
@@ -260,6 +300,7 @@ class VectorEngine:
                 limit=k,
                 output_fields=[PRIMARY],  # only the key: no vectors back over the wire
                 search_params={"metric_type": METRIC, "params": engine_index(spec)["search"]},
+                filter="" if below is None else f"{PRIMARY} < {int(below)}",
                 timeout=self.timeout,
             )
         scores = np.full((len(queries), k), -np.inf, np.float32)

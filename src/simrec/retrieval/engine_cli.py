@@ -24,12 +24,8 @@ import pandas as pd
 
 from simrec.infra import progress
 from simrec.recommender.package import ITEMS_FILE, load_package_index, read_manifest
-from simrec.records import ENGINE_TOKEN_VARIABLE
-from simrec.retrieval.engine import UNLABELLED, VectorEngine, VectorEngineError
+from simrec.retrieval.engine import TOKEN_VARIABLE, UNLABELLED, VectorEngine, VectorEngineError
 from simrec.retrieval.index import IndexSpec, stored_vectors
-
-TOKEN_VARIABLE = ENGINE_TOKEN_VARIABLE
-SPEC_FIELDS = set(IndexSpec.__dataclass_fields__)
 
 
 def package_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, IndexSpec]:
@@ -39,7 +35,7 @@ def package_vectors(folder: Path) -> tuple[np.ndarray, np.ndarray, IndexSpec]:
     settings = manifest["index"]
     vectors = stored_vectors(load_package_index(folder, manifest), settings["kind"])
     labels = pd.read_parquet(folder / ITEMS_FILE, columns=["label"])["label"]
-    spec = IndexSpec(**{key: value for key, value in settings.items() if key in SPEC_FIELDS})
+    spec = IndexSpec.from_settings(settings)
     return vectors, labels.fillna(UNLABELLED).to_numpy(np.int64), spec
 
 

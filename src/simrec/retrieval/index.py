@@ -77,6 +77,12 @@ class IndexSpec:
         if self.kind == "ivfpq" and self.pca_dim and self.pca_dim % self.pq_m:
             raise InputError(f"index pq_m ({self.pq_m}) must divide pca_dim ({self.pca_dim})")
 
+    @classmethod
+    def from_settings(cls, settings: dict[str, Any]) -> IndexSpec:
+        """The spec a package's manifest records (its `index` entry, which also holds fields that are
+        not settings, such as the index version)."""
+        return cls(**{key: value for key, value in settings.items() if key in cls.__dataclass_fields__})
+
     def settings(self) -> dict[str, Any]:
         """The settings this kind uses (for records and reports)."""
         used = {

@@ -19,6 +19,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from simrec.infra.errors import InputError, validation_problems
+from simrec.retrieval.engine import VectorEngineError
 from simrec.serving import schemas as s
 from simrec.serving.admission import Admission, Shed
 from simrec.serving.batcher import Batcher
@@ -36,7 +37,8 @@ DESCRIPTION = (
     "Top-k visually similar catalogue items for an image or a catalogue item. "
     "Friendly JSON routes, the Open Inference Protocol v2 (as KServe speaks it), and admin routes "
     'for deploy, rollback and live catalogue additions. Errors are JSON: {"error": message}. '
-    "503 with Retry-After: no model loaded yet, or too many image queries waiting (retry later)."
+    "503 with Retry-After: no model loaded yet, or too many image queries waiting (retry later); "
+    "503: the vector engine the served version searches cannot be reached."
 )
 
 
@@ -122,6 +124,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def refused(_: Request, exc: Refused) -> JSONResponse:
         return _error(exc.status, exc.reason)
+
+    @app.exception_handler(VectorEngineError)
+    async def engine_failed(_: Request, exc: VectorEngineError) -> JSONResponse:
+        # the served version is unchanged and answers again as soon as its engine does
+        log.warning("query failed: %s", exc)
+        return _error(503, str(exc), {"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from simrec.embedding.runtimes import RUNTIMES
 from simrec.infra.errors import InputError
+from simrec.retrieval.engine import TOKEN_VARIABLE as ENGINE_TOKEN_VARIABLE
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
@@ -88,6 +89,12 @@ def _serving_options(group: argparse._ArgumentGroup) -> None:
         "--package-root",
         type=Path,
         help="the only folder /admin/deploy loads packages from (default: none, every deploy refused)",
+    )
+    group.add_argument(
+        "--vector-engine-uri",
+        help="where this server reaches the vector engine of packages whose vectors are in one (manifest "
+        "key vector_engine; default: the URI it records), e.g. http://milvus.milvus:19530; its token, if "
+        f"any, from ${ENGINE_TOKEN_VARIABLE}",
     )
 
 
@@ -187,7 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     # While a deploy loads a package in a pool thread, the event loop gets the GIL back within 0.5 ms
     # instead of the default 5 ms, so queries answered meanwhile stay fast.
     sys.setswitchinterval(args.switch_interval_ms / 1000)
-    state = ServingState(args.model_name, args.package_root, args.runtime, args.threads)
+    state = ServingState(
+        args.model_name, args.package_root, args.runtime, args.threads, args.vector_engine_uri
+    )
     settings = Settings(
         token=token,
         admin_token=admin_token,

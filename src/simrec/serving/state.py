@@ -4,13 +4,20 @@ Requests read `state.current` once and use that object to the end, so a switch (
 assignment, atomic in Python) never mixes two versions inside one answer. A deploy (`swap_in`), a rollback
 (`swap_back`) and catalogue additions build the next object completely beside the serving one and then
 switch; one admin lock keeps them from interleaving. The previous version stays loaded, so a rollback is a
-switch too."""
+switch too.
+
+A package whose vectors are in a vector engine (retrieval.engine_index) searches its own collection there.
+Deploy and rollback also point the catalogue's alias at the collection of the version they switch to, before
+switching: when the engine refuses, nothing has changed and the serving version keeps answering. A refresh
+upserts the new items into the served collection."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +28,8 @@ import pandas as pd
 
 from simrec.infra.errors import InputError
 from simrec.recommender.package import ITEM_COLUMNS, Recommender
+from simrec.retrieval.engine import VectorEngineError
+from simrec.retrieval.engine_index import EngineIndex
 
 log = logging.getLogger(__name__)
 HISTORY_SIZE = 50
@@ -53,6 +62,12 @@ class Served:
         return self.recommender.index_version
 
     def describe(self) -> dict[str, Any]:
+        index = self.recommender.index
+        engine = (
+            {"vector_engine": {"uri": index.engine.uri, "collection": index.collection}}
+            if isinstance(index, EngineIndex)
+            else {}
+        )
         return {
             "version": self.version,
             "package": self.package,
@@ -60,7 +75,22 @@ class Served:
             "items": len(self.recommender.items),
             "model_id": self.recommender.manifest["model_id"],
             "loaded_at": self.loaded_at,
-        }
+        } | engine
+
+
+@contextmanager
+def _engine_refused(action: str) -> Iterator[None]:
+    """A vector engine failure during an admin action as its refusal (503: the engine may come back)."""
+    try:
+        yield
+    except VectorEngineError as exc:
+        raise Refused(f"{action} refused, the serving version is unchanged: {exc}", 503) from exc
+
+
+def _point_alias(recommender: Recommender) -> None:
+    """The catalogue's alias to the collection of the version about to serve (engine-backed ones only)."""
+    if isinstance(recommender.index, EngineIndex):
+        recommender.index.point_alias(recommender.manifest["vector_engine"]["alias"])
 
 
 def _now() -> str:
@@ -69,13 +99,20 @@ def _now() -> str:
 
 class ServingState:
     def __init__(
-        self, model_name: str, package_root: Path | None = None, runtime: str = "onnx", threads: int = 1
+        self,
+        model_name: str,
+        package_root: Path | None = None,
+        runtime: str = "onnx",
+        threads: int = 1,
+        vector_engine_uri: str | None = None,
     ) -> None:
         """package_root: the folder admin deploys may load packages from (None: none); runtime and
-        threads: how packages run their embedding model (simrec.recommender.package.Recommender)."""
+        threads: how packages run their embedding model; vector_engine_uri: where engine-backed packages'
+        engine is reached, instead of their manifest's URI (simrec.recommender.package.Recommender)."""
         self.model_name = model_name
         self.runtime = runtime
         self.threads = threads
+        self.vector_engine_uri = vector_engine_uri
         self.package_root = package_root.resolve() if package_root else None
         self.current: Served | None = None
         self.previous: Served | None = None
@@ -125,10 +162,12 @@ class ServingState:
                 return {"outcome": "unchanged", "serving": current.describe()}
             try:
                 recommender = self._load(package)
+                with _engine_refused("deploy"):
+                    served = Served(version, package, self._with_live_items(recommender), _now())
+                    _point_alias(served.recommender)
             except Refused as refused:
                 self._record("deploy", version, "refused", refused.reason, package=package)
                 raise
-            served = Served(version, package, self._with_live_items(recommender), _now())
             self.previous, self.current = current, served
             self._record("deploy", version, "serving", package=package)
             return {"outcome": "serving", "serving": served.describe()}
@@ -139,11 +178,14 @@ class ServingState:
         try:
             if not Path(package).is_dir():  # OSError for a name longer than the file system allows
                 raise InputError("not a folder")
-            recommender = Recommender(Path(package), self.runtime, self.threads)
+            recommender = Recommender(Path(package), self.runtime, self.threads, self.vector_engine_uri)
             # Warm-up: the first call allocates ONNX Runtime's buffers (or traces Keras's tf.function);
             # do it before any user request can wait.
             recommender.similar_to_pixels(np.zeros((1, 28, 28), np.uint8), 5)
             problems = recommender.check_smoke_queries()
+        except VectorEngineError as exc:  # names the engine and collection, not the server's files
+            log.warning("package %s refused: %s", package, exc)
+            raise Refused(f"deploy refused, the serving version is unchanged: {exc}", 503) from exc
         except Exception as exc:  # InputError for a missing file; a corrupt file's loader raises anything
             log.warning("package %s refused: %s: %s", package, type(exc).__name__, exc)
             raise Refused(PACKAGE_REFUSED, 400) from exc
@@ -160,7 +202,13 @@ class ServingState:
                 self._record("rollback", None, "refused", reason)
                 raise Refused(reason)
             back = self.previous
-            back = Served(back.version, back.package, self._with_live_items(back.recommender), _now())
+            try:
+                with _engine_refused("rollback"):
+                    back = Served(back.version, back.package, self._with_live_items(back.recommender), _now())
+                    _point_alias(back.recommender)
+            except Refused as refused:
+                self._record("rollback", back.version, "refused", refused.reason)
+                raise
             self.previous, self.current = self.current, back
             self._record("rollback", back.version, "serving")
             return {"outcome": "serving", "serving": back.describe()}
@@ -177,7 +225,8 @@ class ServingState:
             new = items[~items["item_id"].isin(current.recommender.rows.index)]
             if len(new) == 0:
                 return {"added": 0, "skipped": len(items), "serving": current.describe()}
-            grown = current.recommender.with_items(new)  # InputError (bad PNG, duplicate) changes nothing
+            with _engine_refused("adding items"):  # InputError (bad PNG, duplicate) changes nothing either
+                grown = current.recommender.with_items(new)
             self.current = Served(current.version, current.package, grown, current.loaded_at)
             self.live_items = pd.concat([self.live_items, new[ITEM_COLUMNS]], ignore_index=True)
             self._record(

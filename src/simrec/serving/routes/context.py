@@ -10,9 +10,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPBearer
 
 from simrec.recommender.package import Neighbour
+from simrec.retrieval.catalogue_index import InProcessIndex
 from simrec.serving.batcher import Batcher
 from simrec.serving.inputs import Query as ItemQuery
 from simrec.serving.metrics import Metrics
@@ -69,6 +71,9 @@ async def answer(batcher: Batcher, served: Served, query: ItemQuery, k: int) -> 
         unknown = [item for item in query.item_ids if item not in recommender.rows.index]
         if unknown:
             raise HTTPException(404, f"unknown item_id {unknown[0]!r}")
-        # No model call: a vector lookup and one search, quicker inline than a hop to a thread.
-        return recommender.similar_to_items(query.item_ids, k)
+        if isinstance(recommender.index, InProcessIndex):
+            # No model call: a vector lookup and one search, quicker inline than a hop to a thread.
+            return recommender.similar_to_items(query.item_ids, k)
+        # A vector engine's are calls over the network: in a thread, the event loop answers on meanwhile.
+        return await run_in_threadpool(recommender.similar_to_items, query.item_ids, k)
     return await batcher.similar_to_pixels(recommender, query.pixels, k)
