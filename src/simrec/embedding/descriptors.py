@@ -23,9 +23,9 @@ class GradientHistogram(tf.keras.layers.Layer):
         self.bins = bins
 
     def call(self, images: tf.Tensor) -> tf.Tensor:
-        # Written for ONNX as much as for TensorFlow: tf2onnx turns every op here into one ONNX node (no
-        # atan2, floormod or one_hot, which it expands into ~40 elementwise nodes), and ONNX Runtime's
-        # per-node cost, not arithmetic, is what ~28 x 28 x 9 values per image cost.
+        # Written for ONNX as much as for TensorFlow: tf2onnx turns every op here into one ONNX node (36;
+        # atan2, floormod and one_hot, which it expands, made the previous formula 63), and on ~28 x 28 x 9
+        # values an image ONNX Runtime's cost is per node more than per value (docs/serving.md).
         height, width = int(images.shape[1]), int(images.shape[2])
         x = tf.reshape(tf.cast(images, tf.float32), [-1, height, width])
         gx = tf.pad(x[:, :, 2:] - x[:, :, :-2], [[0, 0], [0, 0], [1, 1]])
