@@ -40,16 +40,18 @@ def previous_gradient_histogram(images: tf.Tensor, cell: int = 4, bins: int = 9)
 
 def exact_angle_images() -> np.ndarray:
     """Images whose every gradient has an angle computed exactly by both formulas: blank, saturated,
-    edges at 0, pi/2 and pi (a dark-to-light step read right to left), 0/255 checkerboards (pi/4, 3pi/4),
-    and negative zeros, whose gradients are -0: atan2(-0, x) is -0 or -pi, both bin 0."""
+    edges at 0, pi/2 and pi (a light-to-dark step left to right), 0/255 checkerboards (pi/4, 3pi/4), and
+    negative zero gradients (-0 - (+0) = -0): alone (no magnitude), gy = -0 with gx < 0 (atan2 gives -pi:
+    bin 0) and, transposed, gx = -0 with gy < 0 (-pi/2: the bin of pi/2)."""
     blank, saturated = np.zeros((28, 28), np.float32), np.full((28, 28), 255.0, np.float32)
-    columns = np.arange(28)[None, :].repeat(28, 0)
+    rows, columns = np.indices((28, 28))
     steps = [np.where(columns >= 14, 255.0, 0.0), np.where(columns < 14, 255.0, 0.0)]
     steps += [step.T for step in steps]
-    checker = np.indices((28, 28)).sum(axis=0) % 2 * 255.0
-    negative_zeros = np.where(columns % 3 == 0, -0.0, 0.0)  # -0 - (+0) = -0: gradients of negative zero
-    mixed = np.where(columns % 2 == 0, -0.0, 200.0)  # gx = -0 beside non-zero gy on the transposed copy
-    images = [blank, saturated, *steps, checker, negative_zeros, mixed, mixed.T, mixed + mixed.T]
+    checker = (rows + columns) % 2 * 255.0
+    negative_zeros = np.where(rows % 3 == 0, -0.0, 0.0)  # gy = -0 on the rows after them
+    # rows 2, 5, ... step down from 255 to +0 between -0 and +0 rows: gx = -255, gy = -0 at the step
+    signed_step = np.where((rows % 3 == 2) & (columns < 14), 255.0, negative_zeros)
+    images = [blank, saturated, *steps, checker, negative_zeros, negative_zeros.T, signed_step, signed_step.T]
     return np.stack(images).astype(np.float32)
 
 
@@ -103,8 +105,8 @@ def exported_layer(tmp_path_factory):
 def test_the_onnx_export_is_one_node_per_op_and_gives_the_tensorflow_histogram(exported_layer) -> None:
     proto, path = exported_layer
     ops = {node.op_type for node in proto.graph.node}
-    # what made the old layer ~a third of the model's time in ONNX Runtime: the expansions of atan2
-    # (Sign, ...), floormod (Floor) and one_hot, and tf.where's (Not, then arithmetic)
+    # what made the previous formula 63 nodes: the expansions of atan2 (Sign, ...), floormod (Floor) and
+    # one_hot, and tf.where's (Not, then arithmetic)
     assert not ops & {"OneHot", "Sign", "Floor", "Not", "Where"}, ops
     assert len(proto.graph.node) <= 40
     images = np.concatenate([exact_angle_images(), generated_images()])
