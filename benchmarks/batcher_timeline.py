@@ -84,20 +84,20 @@ def summarise(records: list[list], seconds: float) -> None:
     wall = end - min(record[2] for record in records)
     threads = sorted({record[0] for record in records})
     sizes = [record[1] for record in records]
-    print(f"{len(records)} batches, {sum(sizes)} images in {wall:.1f} s, mean batch {np.mean(sizes):.2f}")
+    print(f"{len(records)} batches, {sum(sizes)} requests in {wall:.1f} s, mean batch {np.mean(sizes):.2f}")
     bubble = 0.0
     for thread in threads:
         mine = [record for record in records if record[0] == thread]
         busy = sum(r[3] - r[2] for r in mine)
         cpu = sum(r[4] for r in mine)
         queued = sum(r[5] for r in mine)
-        n, images = len(mine), sum(r[1] for r in mine)
+        n, requests = len(mine), sum(r[1] for r in mine)
         # wall = CPU + waiting for a CPU + waiting for the GIL, but on a VM the first two overlap (steal
         # time): they are printed, the GIL's part is not derived from them
         print(
             f"  {thread}: busy {100 * busy / wall:.0f} % of the time; per batch: wall"
             f" {1e3 * busy / n:.2f} ms, CPU {1e3 * cpu / n:.2f} ms, runnable but not running"
-            f" {1e3 * queued / n:.2f} ms; CPU per image {1e3 * cpu / images:.2f} ms"
+            f" {1e3 * queued / n:.2f} ms; CPU per request {1e3 * cpu / requests:.2f} ms"
         )
         # idle from a batch's end to the thread's next batch although requests were waiting at _finish
         bubble += sum(b[2] - a[3] for a, b in itertools.pairwise(mine) if a[7] > 0)
