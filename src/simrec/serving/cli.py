@@ -13,7 +13,7 @@ from pathlib import Path
 
 from simrec.embedding.runtimes import RUNTIMES
 from simrec.infra.errors import InputError
-from simrec.retrieval.engine import TOKEN_VARIABLE as ENGINE_TOKEN_VARIABLE
+from simrec.records import ENGINE_TOKEN_VARIABLE
 
 TOKEN_VARIABLE = "SIMREC_SERVE_TOKEN"
 ADMIN_TOKEN_VARIABLE = "SIMREC_ADMIN_TOKEN"
