@@ -1,9 +1,10 @@
 """Benchmark: where `simrec serve`'s model threads spend a closed-loop load (issue #23: at 8 clients the
-server used ~1.3 of 2 cores). Starts the ONNX server with its Batcher timed (timestamps only, behaviour
+server used ~1.3 of 2 cores). Starts the ONNX server with its batches timed (timestamps only, behaviour
 unchanged), loads it with benchmarks/serve.py's client, and prints per model thread: how busy it was,
 its CPU per batch against the batch's wall time (the rest: waiting for a CPU, from /proc's schedstat,
-or for the GIL), and the hand-back bubble: a thread that has finished a batch gets the next one only
-when the event loop runs Batcher._finish, so while requests wait for it the thread idles.
+or for the GIL), and the idle gaps between its batches. (Before a model thread took its next batch
+itself, the gaps held a hand-back bubble: the thread waited for the event loop to hand it the requests
+that had arrived meanwhile; docs/serving.md.)
 Run in the steps environment (as benchmarks/serve.py):
     .envs/steps/bin/python benchmarks/batcher_timeline.py --package DIR [--clients 8] [--seconds 10]
         [--switch-interval S]
@@ -36,41 +37,37 @@ def _run_queue_wait() -> float:
 
 
 def instrumented_server(switch_interval: float, argv: list[str]) -> None:
-    """`simrec ARGV` (serve) with Batcher._compute and Batcher._finish timed; the records go to
-    $SIMREC_BATCHER_TIMELINE when the server stops. switch_interval: the GIL's, if above 0."""
+    """`simrec ARGV` (serve) with the batcher's _compute timed; the records go to $SIMREC_BATCHER_TIMELINE
+    when the server stops. switch_interval: the GIL's, if above 0."""
     if switch_interval > 0:
         sys.setswitchinterval(switch_interval)
     import simrec.serving.batcher as batcher
     from simrec.cli import main
 
-    computed: dict[int, tuple] = {}
-    finished: dict[int, tuple] = {}
-    compute, finish = batcher._compute, batcher.Batcher._finish
+    computed: list[tuple] = []
+    compute = batcher._compute
 
     def timed_compute(jobs: list) -> list:
         wall, cpu, queued = time.perf_counter(), time.thread_time(), _run_queue_wait()
         try:
             return compute(jobs)
         finally:
-            computed[id(jobs)] = (
-                threading.current_thread().name,
-                len(jobs),
-                wall,
-                time.perf_counter(),
-                time.thread_time() - cpu,
-                _run_queue_wait() - queued,
+            computed.append(
+                (
+                    threading.current_thread().name,
+                    len(jobs),
+                    wall,
+                    time.perf_counter(),
+                    time.thread_time() - cpu,
+                    _run_queue_wait() - queued,
+                )
             )
 
-    def timed_finish(self, loop, jobs, done) -> None:
-        finished[id(jobs)] = (time.perf_counter(), len(self._pending))
-        finish(self, loop, jobs, done)
-
     def write(*_: object) -> None:
-        keys = [key for key in computed if key in finished]
-        Path(os.environ[TIMELINE]).write_text(json.dumps([computed[key] + finished[key] for key in keys]))
+        Path(os.environ[TIMELINE]).write_text(json.dumps(computed))
         os._exit(0)
 
-    batcher._compute, batcher.Batcher._finish = timed_compute, timed_finish
+    batcher._compute = timed_compute
     # uvicorn handles SIGTERM, shuts down, then restores this handler and raises the signal again
     signal.signal(signal.SIGTERM, write)
     sys.argv = ["simrec", *argv]
@@ -79,40 +76,27 @@ def instrumented_server(switch_interval: float, argv: list[str]) -> None:
 
 def summarise(records: list[list], seconds: float) -> None:
     end = max(record[3] for record in records)
-    # (thread, jobs, start, end, cpu, run-queue wait, finish, waiting requests) of the measured seconds
+    # (thread, jobs, start, end, cpu, run-queue wait) of the measured seconds
     records = sorted((r for r in records if r[2] >= end - seconds), key=lambda r: r[2])
     wall = end - min(record[2] for record in records)
     threads = sorted({record[0] for record in records})
     sizes = [record[1] for record in records]
     print(f"{len(records)} batches, {sum(sizes)} requests in {wall:.1f} s, mean batch {np.mean(sizes):.2f}")
-    bubble = 0.0
     for thread in threads:
         mine = [record for record in records if record[0] == thread]
         busy = sum(r[3] - r[2] for r in mine)
         cpu = sum(r[4] for r in mine)
         queued = sum(r[5] for r in mine)
         n, requests = len(mine), sum(r[1] for r in mine)
+        gaps = np.array([b[2] - a[3] for a, b in itertools.pairwise(mine)]) * 1e3
         # wall = CPU + waiting for a CPU + waiting for the GIL, but on a VM the first two overlap (steal
         # time): they are printed, the GIL's part is not derived from them
         print(
             f"  {thread}: busy {100 * busy / wall:.0f} % of the time; per batch: wall"
             f" {1e3 * busy / n:.2f} ms, CPU {1e3 * cpu / n:.2f} ms, runnable but not running"
-            f" {1e3 * queued / n:.2f} ms; CPU per request {1e3 * cpu / requests:.2f} ms"
+            f" {1e3 * queued / n:.2f} ms; CPU per request {1e3 * cpu / requests:.2f} ms; idle between"
+            f" batches: median {np.median(gaps):.2f} ms, p90 {np.percentile(gaps, 90):.2f} ms"
         )
-        # idle from a batch's end to the thread's next batch although requests were waiting at _finish
-        bubble += sum(b[2] - a[3] for a, b in itertools.pairwise(mine) if a[7] > 0)
-    hand_back = np.array([record[6] - record[3] for record in records]) * 1e3
-    waiting = sum(record[7] > 0 for record in records)
-    thread_seconds = wall * len(threads)
-    print(
-        f"  batch end -> event loop runs _finish: median {np.median(hand_back):.2f} ms, p90"
-        f" {np.percentile(hand_back, 90):.2f} ms; requests waited at"
-        f" {100 * waiting / len(records):.0f} % of them"
-    )
-    print(
-        f"  hand-back bubble (a model thread idle while requests waited for the loop to hand them over):"
-        f" {bubble:.2f} s of {thread_seconds:.1f} thread-seconds ({100 * bubble / thread_seconds:.0f} %)"
-    )
 
 
 def main() -> None:

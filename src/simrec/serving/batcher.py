@@ -10,6 +10,7 @@ design) ~480 req/s; one model thread ~560-640; two model threads ~750-940 (bench
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -57,7 +58,12 @@ def _compute(jobs: list[_Job]) -> list[Answer]:
 class Batcher:
     """At most `model_threads` batches are computed at once; requests arriving meanwhile wait for the
     first thread to come free, and go as one batch. (How many may wait: admission.py.)
-    on_batch: called with each batch's image count (metrics)."""
+    on_batch: called with each batch's image count (metrics).
+
+    A model thread that finishes a batch takes the waiting requests as its next batch itself, under a
+    lock, and only hands the answers to the event loop: when the next batch waited for the loop instead,
+    the thread sat idle while the loop parsed other requests (6-9 % of the model threads' time at 8
+    clients, benchmarks/batcher_timeline.py)."""
 
     def __init__(
         self,
@@ -69,31 +75,54 @@ class Batcher:
         self.pending_images = 0
         self._on_batch = on_batch
         self._idle = model_threads
+        self._lock = threading.Lock()  # _pending, pending_images and _idle: the loop's and the threads'
         # thread_setup: per-thread settings the model threads need (faiss's OpenMP thread count)
         self._model_thread = ThreadPoolExecutor(model_threads, "model", initializer=thread_setup)
 
     async def similar_to_pixels(self, recommender: Recommender, pixels: np.ndarray, k: int) -> list:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append(_Job(recommender, pixels, k, future))
-        self.pending_images += len(pixels)
-        if self._idle and len(self._pending) == 1:
+        with self._lock:
+            self._pending.append(_Job(recommender, pixels, k, future))
+            self.pending_images += len(pixels)
+            first = self._idle and len(self._pending) == 1
+        if first:
             # after the current loop iteration: the requests already read join this batch
-            loop.call_soon(self._submit, loop)
+            loop.call_soon(self._start, loop)
         return await future
 
-    def _submit(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._pending:
-            return
+    def _take(self) -> tuple[list[_Job], int] | None:
+        """The waiting requests as the next batch, if a model thread is free (with the lock held)."""
+        if not self._pending or not self._idle:
+            return None
         self._idle -= 1
         jobs, self._pending = self._pending, []
-        if self._on_batch is not None:
-            self._on_batch(self.pending_images)
-        self.pending_images = 0
-        done = self._model_thread.submit(_compute, jobs)
-        done.add_done_callback(lambda _: loop.call_soon_threadsafe(self._finish, loop, jobs, done))
+        images, self.pending_images = self.pending_images, 0
+        return jobs, images
 
-    def _finish(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future) -> None:
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch = self._take()
+        if batch is not None:
+            self._run(loop, *batch)
+
+    def _run(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], images: int) -> None:
+        if self._on_batch is not None:
+            self._on_batch(images)
+        done = self._model_thread.submit(_compute, jobs)
+        done.add_done_callback(lambda _: self._done(loop, jobs, done))
+
+    def _done(self, loop: asyncio.AbstractEventLoop, jobs: list[_Job], done: Future) -> None:
+        """On the model thread that computed `jobs`: answers to the loop, then the next batch, if any."""
+        loop.call_soon_threadsafe(self._finish, jobs, done)
+        with self._lock:
+            self._idle += 1
+            batch = self._take()
+        if batch is not None:
+            self._run(loop, *batch)
+
+    @staticmethod
+    def _finish(jobs: list[_Job], done: Future) -> None:
         for job, (rows, error) in zip(jobs, done.result(), strict=True):
             if job.future.done():  # the client went away and the request was cancelled
                 continue
@@ -101,5 +130,3 @@ class Batcher:
                 job.future.set_exception(error)
             else:
                 job.future.set_result(rows)
-        self._idle += 1
-        self._submit(loop)
