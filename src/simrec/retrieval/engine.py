@@ -34,7 +34,7 @@ from uuid import uuid4
 import numpy as np
 
 from simrec.infra.errors import InputError
-from simrec.records import ENGINE_NAME_PATTERN, ENGINE_TOKEN_VARIABLE
+from simrec.records import ENGINE_NAME_PATTERN
 from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
 
 PRIMARY = "row"
@@ -45,7 +45,6 @@ METRIC = "IP"  # unit vectors: inner product is the cosine, the in-process index
 CONSISTENCY = "Strong"  # a search sees every write acknowledged before it (refresh, then query)
 BATCH_ROWS = 4_000  # 569-d float32: ~9 MB a gRPC message, well under Milvus's 64 MB default
 TIMEOUT_SECONDS = 30.0
-TOKEN_VARIABLE = ENGINE_TOKEN_VARIABLE  # the engine's token, in every process that reaches it
 PREVIOUS_SUFFIX = "_previous"
 NAME = re.compile(ENGINE_NAME_PATTERN)  # Milvus's rule for collection and alias names
 

@@ -24,7 +24,8 @@ import pandas as pd
 
 from simrec.infra import progress
 from simrec.recommender.package import ITEMS_FILE, load_package_index, read_manifest
-from simrec.retrieval.engine import TOKEN_VARIABLE, UNLABELLED, VectorEngine, VectorEngineError
+from simrec.records import ENGINE_TOKEN_VARIABLE
+from simrec.retrieval.engine import UNLABELLED, VectorEngine, VectorEngineError
 from simrec.retrieval.index import IndexSpec, stored_vectors
 
 
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
-        with VectorEngine(args.uri, os.environ.get(TOKEN_VARIABLE, ""), args.timeout) as engine:
+        with VectorEngine(args.uri, os.environ.get(ENGINE_TOKEN_VARIABLE, ""), args.timeout) as engine:
             if args.action == "publish":
                 result: Any = publish(engine, args.name, args.package, args.version)
             elif args.action == "switch":

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from simrec.infra.errors import InputError
-from simrec.retrieval.engine import TOKEN_VARIABLE, VectorEngine
+from simrec.records import ENGINE_TOKEN_VARIABLE
+from simrec.retrieval.engine import VectorEngine
 from simrec.retrieval.index import IndexSpec
 
 # A query waits this long for the engine at most: an unreachable engine is a quick, clear 503, not a
@@ -68,7 +69,7 @@ def open_engine_index(
     collection does not hold the package's `items` rows of `dim`-d vectors; VectorEngineError when the
     engine cannot say."""
     engine = VectorEngine(
-        uri or record["uri"], os.environ.get(TOKEN_VARIABLE, ""), timeout=SERVING_TIMEOUT_SECONDS
+        uri or record["uri"], os.environ.get(ENGINE_TOKEN_VARIABLE, ""), timeout=SERVING_TIMEOUT_SECONDS
     )
     collection = record["collection"]
     if collection not in engine.collections():

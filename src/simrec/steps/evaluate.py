@@ -30,10 +30,9 @@ from simrec.infra import progress
 from simrec.infra.errors import InputError
 from simrec.infra.files import atomic_write, write_json_atomic
 from simrec.infra.kfp_output import write_artifact_metadata
-from simrec.records import Evaluation, Lineage, Training, write_record
+from simrec.records import ENGINE_TOKEN_VARIABLE, Evaluation, Lineage, Training, write_record
 from simrec.registry.tracking import DEFAULT_EXPERIMENT, lineage_tags, start_run
 from simrec.retrieval.engine import VectorEngineError
-from simrec.retrieval.engine_cli import TOKEN_VARIABLE
 from simrec.retrieval.index import DEFAULT_SPEC, KINDS, IndexSpec
 from simrec.steps.train import SUMMARY_FILE
 from simrec.train.loop import EMBEDDING_MODEL_FILE
@@ -178,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--vector-engine-uri",
         default="",
         help="publish the catalogue's vectors to this vector engine (Milvus; token from "
-        f"${TOKEN_VARIABLE}); empty: the package's in-process index only",
+        f"${ENGINE_TOKEN_VARIABLE}); empty: the package's in-process index only",
     )
     parser.add_argument(
         "--vector-engine-alias",
@@ -210,7 +209,9 @@ def main(argv: list[str] | None = None) -> None:
         rerank=args.index_rerank,
     )
     engine = (
-        EngineTarget(args.vector_engine_uri, args.vector_engine_alias, os.environ.get(TOKEN_VARIABLE, ""))
+        EngineTarget(
+            args.vector_engine_uri, args.vector_engine_alias, os.environ.get(ENGINE_TOKEN_VARIABLE, "")
+        )
         if args.vector_engine_uri
         else None
     )
