@@ -251,10 +251,9 @@ class VectorEngine:
 
     def count(self, collection: str, below: int | None = None) -> int:
         """Rows in `collection`; with `below`, only the rows whose key is under it."""
-        where = "" if below is None else f"{PRIMARY} < {int(below)}"
         with self._failures(f"count {collection}"):
             result = self._client.query(
-                collection, filter=where, output_fields=["count(*)"], timeout=self.timeout
+                collection, filter=_rows_below(below), output_fields=["count(*)"], timeout=self.timeout
             )
         return int(result[0]["count(*)"])
 
@@ -299,7 +298,7 @@ class VectorEngine:
                 limit=k,
                 output_fields=[PRIMARY],  # only the key: no vectors back over the wire
                 search_params={"metric_type": METRIC, "params": engine_index(spec)["search"]},
-                filter="" if below is None else f"{PRIMARY} < {int(below)}",
+                filter=_rows_below(below),
                 timeout=self.timeout,
             )
         scores = np.full((len(queries), k), -np.inf, np.float32)
@@ -379,6 +378,11 @@ class VectorEngine:
     def _drop_quietly(self, collection: str) -> None:
         with suppress(Exception):  # the engine is already failing; the caller sees the first error
             self._client.drop_collection(collection, timeout=self.timeout)
+
+
+def _rows_below(below: int | None) -> str:
+    """The engine's filter expression for the rows whose key is under `below` (None: every row)."""
+    return "" if below is None else f"{PRIMARY} < {int(below)}"
 
 
 def _without_credentials(uri: str) -> str:
