@@ -505,6 +505,8 @@ def main() -> None:
     sizes = [] if args.no_run else [parse_size(text) for text in (args.sizes or "70k,250k,1M").split(",")]
     if sizes and args.package is None:
         parser.error("--package is required unless --no-run")
+    if args.embed_sample < 1:
+        parser.error(f"--embed-sample must be at least 1, got {args.embed_sample}")
     if args.serve_kind not in args.kinds.split(","):
         parser.error(f"--serve-kind {args.serve_kind} must be one of --kinds")
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -65,3 +65,13 @@ def test_quick_run_end_to_end(tmp_path: Path):
     assert "| items | served_kind | ingest_s |" in done.stdout
     assert (workdir / "scale.png").stat().st_size > 0
     assert not (workdir / "1000").exists()  # each size's lake and package removed without --keep
+
+
+def test_an_empty_embedding_sample_is_refused():
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--no-run", "--embed-sample", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--embed-sample must be at least 1, got 0" in done.stderr
