@@ -253,7 +253,7 @@ class IndexConfig(_Section):
         None, ge=INDEX_SMALLEST["nprobe"], description="ivfpq: lists searched per query"
     )
     pq_m: int | None = Field(
-        None, ge=INDEX_SMALLEST["pq_m"], description="ivfpq: bytes of product-quantised code per item"
+        None, ge=INDEX_SMALLEST["pq_m"], description="ivfpq: 4-bit PQ codes per item (pq_m/2 bytes)"
     )
     pca_dim: int | None = Field(
         None, ge=INDEX_SMALLEST["pca_dim"], description="ivfpq: dimensions PCA keeps; 0: no PCA"

@@ -35,7 +35,7 @@ import numpy as np
 
 from simrec.infra.errors import InputError
 from simrec.records import ENGINE_NAME_PATTERN
-from simrec.retrieval.index import DEFAULT_SPEC, IndexSpec
+from simrec.retrieval.index import DEFAULT_SPEC, PQ_BITS, IndexSpec
 
 PRIMARY = "row"
 VECTOR = "vector"
@@ -73,8 +73,8 @@ def collection_name(name: str, version: int) -> str:
 def engine_index(spec: IndexSpec) -> dict[str, Any]:
     """The Milvus index (type and build parameters) for an in-process index kind, and its search
     parameters: the same structure and settings, so the engine answers as the package's own index does.
-    `hnsw_sq8` needs Milvus >= 2.6 (HNSW_SQ); `ivfpq` becomes IVF_PQ without the PCA step (so `pq_m` must
-    divide the vector size, and 569 is prime); milvus-lite has no IVF_PQ."""
+    `hnsw_sq8` needs Milvus >= 2.6 (HNSW_SQ); `ivfpq` becomes IVF_PQ with the same 4-bit codes, without
+    the PCA step (so `pq_m` must divide the vector size, and 569 is prime); milvus-lite has no IVF_PQ."""
     if spec.kind == "exact":
         return {"index_type": "FLAT", "params": {}, "search": {}}
     if spec.kind in ("hnsw", "hnsw_sq8"):
@@ -88,7 +88,7 @@ def engine_index(spec: IndexSpec) -> dict[str, Any]:
         return {"index_type": "HNSW", "params": build, "search": {"ef": spec.ef_search}}
     return {
         "index_type": "IVF_PQ",
-        "params": {"nlist": spec.nlist, "m": spec.pq_m, "nbits": 8},
+        "params": {"nlist": spec.nlist, "m": spec.pq_m, "nbits": PQ_BITS},
         "search": {"nprobe": spec.nprobe},
     }
 

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--index-nlist", type=int, default=IndexSpec.nlist, help="ivfpq: inverted lists")
     parser.add_argument("--index-nprobe", type=int, default=IndexSpec.nprobe, help="ivfpq: lists searched")
-    parser.add_argument("--index-pq-m", type=int, default=IndexSpec.pq_m, help="ivfpq: PQ bytes per item")
+    parser.add_argument("--index-pq-m", type=int, default=IndexSpec.pq_m, help="ivfpq: 4-bit PQ codes")
     parser.add_argument(
         "--index-pca-dim", type=int, default=IndexSpec.pca_dim, help="ivfpq: dimensions kept (0: no PCA)"
     )
