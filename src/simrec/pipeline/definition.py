@@ -248,12 +248,17 @@ def _register(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
 def _deploy(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
     # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
     kserve = config.serve.kserve.model_dump(mode="json", exclude_none=True) if config.serve.kserve else {}
+    # KServe's predictor reaches the engine evaluate publishes to as the profile says; a local or --server
+    # endpoint uses the URI each package records, or its own `simrec serve --vector-engine-uri`.
+    engine = config.evaluate.vector_engine
+    vector_engine = engine.model_dump(mode="json", exclude_none=True) if engine and kserve else {}
     deploy = _step(
         ops,
         config,
         "deploy",
         server=config.serve.server or "",
         kserve=kserve,  # KFP: no nulls
+        vector_engine=vector_engine,
         **wired,
     )
     _mlflow_env(deploy, config)
