@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simrec.infra import paths
 from simrec.infra.errors import InputError, validation_problems
-from simrec.records import ENGINE_NAME_PATTERN, ENGINE_TOKEN_VARIABLE, INDEX_SMALLEST, GateMode, IndexKind
+from simrec.records import (
+    ENGINE_NAME_PATTERN,
+    ENGINE_TOKEN_KEY,
+    ENGINE_TOKEN_VARIABLE,
+    INDEX_SMALLEST,
+    GateMode,
+    IndexKind,
+)
 from simrec.tune.space import parse_space, space_json
 
 PROFILES = ("smoke", "embedded", "full")
@@ -285,8 +292,9 @@ class VectorEngineConfig(_Section):
     token_secret: str | None = Field(
         None,
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
-        description=f"Kubernetes Secret whose key `token` is the engine's token ({ENGINE_TOKEN_VARIABLE} "
-        "in the evaluate pod); null: none (embedded runs take the variable from the environment)",
+        description=f"Kubernetes Secret whose key `{ENGINE_TOKEN_KEY}` is the engine's token "
+        f"({ENGINE_TOKEN_VARIABLE} in the evaluate pod and in serve.kserve's predictor); null: none "
+        "(embedded runs take the variable from the environment)",
     )
 
     @field_validator("uri")

@@ -46,6 +46,9 @@ INDEX_SMALLEST = {
 ENGINE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,200}$"
 # ... and of the environment variable that carries the engine's token to every process (evaluate, serve)
 ENGINE_TOKEN_VARIABLE = "SIMREC_VECTOR_ENGINE_TOKEN"
+# ... and of the key holding it in the Secret that evaluate.vector_engine.token_secret names (the evaluate
+# pod and the KServe predictor read the same key)
+ENGINE_TOKEN_KEY = "token"
 
 
 class Record(BaseModel):

@@ -32,10 +32,11 @@ from helm_charts import (
 )
 from kube_api import ApiError, unique_namespace
 
-from simrec.config import load_config
+from simrec.config import VectorEngineConfig, load_config
 from simrec.kserve.manifest import ServedModel, cpu_threads, render_inference_service
 from simrec.kserve.settings import endpoint as kserve_endpoint
 from simrec.pipeline import definition
+from simrec.records import ENGINE_TOKEN_KEY, ENGINE_TOKEN_VARIABLE
 from simrec.serving.cli import build_parser as serve_parser
 
 RENDERS = [
@@ -51,6 +52,17 @@ CUSTOM_RESOURCES = {
 }
 APPLICATION = ROOT / "deploy" / "argocd" / "simrec-serving.yaml"
 EXECUTOR_TEMPLATE_KEY = definition.POD_TEMPLATE_KEY  # the pipeline mounts it under this key
+ENGINE = VectorEngineConfig(uri="http://milvus.milvus:19530", token_secret="simrec-milvus")
+ENGINES = {  # evaluate.vector_engine as a profile may set it
+    "off": None,
+    "uri only": ENGINE.model_copy(update={"token_secret": None}),
+    "uri and token": ENGINE,
+}
+
+
+def engine_values(engine: VectorEngineConfig | None) -> dict[str, Any]:
+    """The chart's values for the engine deploy is given."""
+    return {"vectorEngine": {"uri": engine.uri, "tokenSecret": engine.token_secret}} if engine else {}
 
 
 @pytest.fixture(scope="module")
@@ -336,9 +348,12 @@ def test_the_inference_service_runs_the_serve_image_as_kserve_expects(rendered) 
     assert account["secrets"] == [{"name": definition.OBJECT_STORE_SECRET}]
 
 
-def test_the_chart_installs_the_predictor_the_deploy_step_applies(helm, tmp_path) -> None:
+@pytest.mark.parametrize("engine", ENGINES.values(), ids=ENGINES.keys())
+def test_the_chart_installs_the_predictor_the_deploy_step_applies(helm, tmp_path, engine) -> None:
     """The chart bootstraps the endpoint and the pipeline's deploy step replaces its spec for each new
-    version: both must render the same predictor, or a rollout would silently change (or drop) settings."""
+    version: both must render the same predictor, or a rollout would silently change (or drop) settings.
+    With a vector engine, the chart's vectorEngine values are what the profile's evaluate.vector_engine
+    gives deploy."""
     kserve = load_config("full", environ={}).serve.kserve
     assert kserve is not None and kserve.max_replicas is not None
     model = ServedModel(name="simrec", version="7", storage_uri="s3://simrec/mlflow/1/models/m-7/artifacts")
@@ -352,15 +367,62 @@ def test_the_chart_installs_the_predictor_the_deploy_step_applies(helm, tmp_path
             "requests": {"cpu": resources.cpu_request, "memory": resources.memory_request},
             "limits": {"cpu": resources.cpu_limit, "memory": resources.memory_limit},
         },
-    }
+    } | engine_values(engine)
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     chart = one(render(helm, "simrec-serving", tmp_path / "values.yaml"), "InferenceService")
     deployed = render_inference_service(
-        kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE})), model
+        kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE}), engine), model
     )
     assert chart["spec"] == deployed["spec"]
     assert chart["metadata"]["name"] == deployed["metadata"]["name"]
     assert chart["metadata"]["annotations"] == deployed["metadata"]["annotations"]
+
+
+def test_the_predictor_reaches_the_vector_engine_the_values_name(rendered, helm) -> None:
+    """vectorEngine.uri becomes simrec serve's --vector-engine-uri and vectorEngine.tokenSecret the engine's
+    token variable from that Secret's key `token` (the key evaluate reads); unset, neither is there."""
+
+    def container(*sets: str) -> dict[str, Any]:
+        isvc = one(render(helm, "simrec-serving", "values-example.yaml", *sets), "InferenceService")
+        validate(isvc)
+        (served,) = isvc["spec"]["predictor"]["containers"]
+        return served
+
+    example = one(rendered[("simrec-serving", "values-example.yaml")], "InferenceService")
+    (default,) = example["spec"]["predictor"]["containers"]
+    assert "--vector-engine-uri" not in default["args"]
+    assert ENGINE_TOKEN_VARIABLE not in {item["name"] for item in default["env"]}
+    uri = f"vectorEngine.uri={ENGINE.uri}"
+    both = container(uri, f"vectorEngine.tokenSecret={ENGINE.token_secret}")
+    assert serve_parser().parse_args(both["args"][1:]).vector_engine_uri == ENGINE.uri
+    token = {item["name"]: item for item in both["env"]}[ENGINE_TOKEN_VARIABLE]
+    assert token["valueFrom"] == {"secretKeyRef": {"name": ENGINE.token_secret, "key": ENGINE_TOKEN_KEY}}
+    uri_only = container(uri)
+    assert serve_parser().parse_args(uri_only["args"][1:]).vector_engine_uri == ENGINE.uri
+    assert ENGINE_TOKEN_VARIABLE not in {item["name"] for item in uri_only["env"]}
+    assert container("vectorEngine=null")["args"] == default["args"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["vectorEngine.tokenSecret=simrec-milvus"], "vectorEngine.tokenSecret needs vectorEngine.uri"),
+        (["vectorEngine.uri=http://user:secret@milvus:19530"], "vectorEngine.uri carries credentials"),
+        (["vectorEngine.uri=milvus 19530"], 'vectorEngine.uri "milvus 19530": no spaces'),
+        (
+            ["vectorEngine.uri=http://milvus:19530", "vectorEngine.tokenSecret=Simrec_Milvus"],
+            'vectorEngine.tokenSecret "Simrec_Milvus" is not a Secret name',
+        ),
+    ],
+)
+def test_bad_vector_engine_values_are_refused_by_name(helm, sets, message) -> None:
+    """Refused as the profile's evaluate.vector_engine is (simrec.config), with or without a model."""
+    for model in ([], ["model.storageUri=s3://b/m"]):
+        command = [str(helm), "template", "simrec-serving", str(CHARTS / "simrec-serving")]
+        for assignment in sets + model:
+            command += ["--set", assignment]
+        result = subprocess.run(command, capture_output=True, text=True)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_no_model_no_inference_service_and_no_canary_unless_asked(rendered, helm) -> None:
@@ -394,7 +456,8 @@ def test_the_served_container_takes_no_env_from_the_downward_api(rendered) -> No
     (knative/serving pkg/apis/serving/fieldmask.go, 1.12-1.16; off by default and in Kubeflow 1.10)."""
     kserve = load_config("full", environ={}).serve.kserve
     assert kserve is not None
-    endpoint = kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE}))
+    # with the vector engine's token, which is a secretKeyRef: allowed (EnvVarSourceMask, same file)
+    endpoint = kserve_endpoint(kserve.model_copy(update={"namespace": NAMESPACE}), ENGINE)
     model = ServedModel(name="simrec", version="7", storage_uri="s3://simrec/mlflow/1/models/m-7/artifacts")
     rendered_by_deploy = render_inference_service(endpoint, model)
     for isvc in (

@@ -11,6 +11,8 @@ from kfp import components
 
 import simrec as package
 from simrec.config import load_config
+from simrec.kserve import settings as kserve_settings
+from simrec.kserve.manifest import ServedModel, render_inference_service
 from simrec.pipeline import definition
 from simrec.pipeline.definition import STEPS, compile_pipeline
 from simrec.pipeline.docs import render
@@ -225,31 +227,50 @@ def test_a_profile_chooses_the_index_and_the_component_keeps_the_other_defaults(
     assert load_config("embedded").evaluate.index.kind == "hnsw"  # conf/base
 
 
-def test_a_profile_turns_the_vector_engine_on_for_evaluate(tmp_path) -> None:
-    def evaluate_task(environ: dict[str, str]) -> tuple[dict, dict]:
-        spec, kubernetes = _ir(load_config("full", environ=environ), tmp_path / str(len(environ)))
-        parameters = spec["root"]["dag"]["tasks"]["evaluate"]["inputs"]["parameters"]
-        constants = {
-            name: value["runtimeValue"]["constant"]
-            for name, value in parameters.items()
-            if "runtimeValue" in value
-        }
-        return constants, kubernetes["exec-evaluate"]
+def test_a_profile_turns_the_vector_engine_on_for_evaluate_and_the_kserve_predictor(tmp_path) -> None:
+    def tasks(profile: str, environ: dict[str, str]) -> tuple[dict, dict, dict]:
+        """evaluate's and deploy's constant inputs, and evaluate's Kubernetes settings."""
+        spec, kubernetes = _ir(load_config(profile, environ=environ), tmp_path / f"{profile}{len(environ)}")
 
-    off, executor = evaluate_task({})  # every shipped profile: the component's defaults, engine off
+        def constants(task: str) -> dict:
+            parameters = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+            return {k: v["runtimeValue"]["constant"] for k, v in parameters.items() if "runtimeValue" in v}
+
+        return constants("evaluate"), constants("deploy"), kubernetes["exec-evaluate"]
+
+    off, deploy, executor = tasks("full", {})  # every shipped profile: the component's defaults, engine off
     assert (off["vector_engine_uri"], off["vector_engine_alias"]) == ("", "simrec")
     assert {s["secretName"] for s in executor["secretAsEnv"]} == {"simrec-object-store", "simrec-mlflow"}
+    assert deploy["vector_engine"] == {}
 
-    on, executor = evaluate_task(
-        {
-            "SIMREC__EVALUATE__VECTOR_ENGINE__URI": "http://milvus.milvus:19530",
-            "SIMREC__EVALUATE__VECTOR_ENGINE__ALIAS": "catalogue",
-            "SIMREC__EVALUATE__VECTOR_ENGINE__TOKEN_SECRET": "simrec-milvus",
-        }
-    )
+    engine = {
+        "SIMREC__EVALUATE__VECTOR_ENGINE__URI": "http://milvus.milvus:19530",
+        "SIMREC__EVALUATE__VECTOR_ENGINE__ALIAS": "catalogue",
+        "SIMREC__EVALUATE__VECTOR_ENGINE__TOKEN_SECRET": "simrec-milvus",
+    }
+    on, deploy, executor = tasks("full", engine)
     assert (on["vector_engine_uri"], on["vector_engine_alias"]) == ("http://milvus.milvus:19530", "catalogue")
     token = next(s for s in executor["secretAsEnv"] if s["secretName"] == "simrec-milvus")
     assert token["keyToEnv"] == [{"secretKey": "token", "envVar": "SIMREC_VECTOR_ENGINE_TOKEN"}]
+    # deploy renders the predictor from the same settings: the engine's URI, and the token from the same
+    # Secret and key as evaluate's (tests/control/test_kserve_vector_engine.py)
+    settings = kserve_settings.vector_engine_from_json(json.dumps(deploy["vector_engine"]))
+    assert (settings.uri, settings.token_secret) == ("http://milvus.milvus:19530", token["secretName"])
+    isvc = render_inference_service(
+        kserve_settings.endpoint(
+            load_config("full").serve.kserve.model_copy(update={"namespace": "x"}), settings
+        ),
+        ServedModel("simrec", "1", "s3://b/m"),
+    )
+    (container,) = isvc["spec"]["predictor"]["containers"]
+    (predictor_token,) = [e for e in container["env"] if e["name"] == "SIMREC_VECTOR_ENGINE_TOKEN"]
+    assert predictor_token["valueFrom"]["secretKeyRef"] == {
+        "name": token["secretName"],
+        "key": token["keyToEnv"][0]["secretKey"],
+    }
+    # no KServe (embedded): a local server takes the URI each package records; deploy is given no engine
+    _, deploy, _ = tasks("embedded", engine)
+    assert deploy["vector_engine"] == {}
 
 
 def test_multi_node_shape_puts_gpus_and_checkpoints_on_the_executors(tmp_path) -> None:

@@ -61,9 +61,14 @@ def test_the_pipelines_flags_mean_what_a_person_types(capsys):
     --server/--state-dir and an empty --kserve object mean "not given", and --model-name with --alias is
     MODEL@ALIAS (the launcher cannot join two inputs into one argument)."""
     args = build_parser().parse_args(["--model-name", "simrec", "--alias", "champion", "--server", "",
-                                      "--kserve", "{}", "--state-dir", ""])  # fmt: skip
-    assert (args.server, args.kserve, args.state_dir) == (None, None, None)
+                                      "--kserve", "{}", "--vector-engine", "{}",
+                                      "--state-dir", ""])  # fmt: skip
+    assert (args.server, args.kserve, args.vector_engine, args.state_dir) == (None, None, None, None)
     assert build_parser().parse_args(["--kserve", '{"name": "x"}']).kserve == '{"name": "x"}'
+    engine = '{"uri": "http://milvus:19530"}'
+    with pytest.raises(SystemExit):  # the engine is the KServe predictor's; a simrec serve has its own flag
+        deploy_main(["simrec@champion", "--vector-engine", engine])
+    assert "--vector-engine is for --kserve" in capsys.readouterr().err
     for argv in (["--model-name", "simrec"], ["simrec@champion", "--model-name", "simrec", "--alias", "x"]):
         with pytest.raises(SystemExit):
             deploy_main(argv)

@@ -505,16 +505,24 @@ def test_deploy_and_rollback_commands(cluster, tmp_path):
     settings = json.dumps(settings)
     result = tmp_path / "result.json"
 
-    def deploy_cli(version: str) -> subprocess.CompletedProcess:
+    def deploy_cli(version: str, *extra: str) -> subprocess.CompletedProcess:
         uri = f"s3://mlflow/1/models/m-{version}-ok/artifacts"
-        flags = ["--storage-uri", uri, "--version", version, "--result-out", str(result)]
+        flags = ["--storage-uri", uri, "--version", version, "--result-out", str(result), *extra]
         return run("deploy", "--kserve", settings, *flags, env=env)
 
+    # the profile's vector engine, as the pipeline passes it: the predictor's URI and token Secret
+    engine = {"uri": "http://milvus.milvus:19530", "alias": "simrec", "token_secret": "simrec-milvus"}
     for version in ("1", "2"):
-        done = deploy_cli(version)
+        done = deploy_cli(version, "--vector-engine", json.dumps(engine))
         assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(result.read_text())
     assert answer["outcome"] == "serving" and answer["model"]["version"] == "2"
+    (container,) = cluster.isvc()["spec"]["predictor"]["containers"]
+    assert container["args"][-2:] == ["--vector-engine-uri", engine["uri"]]
+    assert {
+        "name": "SIMREC_VECTOR_ENGINE_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "simrec-milvus", "key": "token"}},
+    } in container["env"]
     assert {REV1: 75, REV2: 25} in cluster.kserve.traffic_history
 
     back = run("rollback", "--kserve", settings, "--result-out", str(result), env=env)

@@ -18,3 +18,24 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end -}}
 {{- max 1 (div (add $millicores 999) 1000) -}}
 {{- end }}
+
+{{/* vectorEngine refused as simrec.config refuses evaluate.vector_engine, with the value's name. */}}
+{{- define "simrec-serving.checkVectorEngine" -}}
+{{- $engine := .Values.vectorEngine | default dict -}}
+{{- with $engine.uri -}}
+{{- if not (regexMatch "^\\S+$" (toString .)) -}}
+{{- fail (printf "vectorEngine.uri %q: no spaces, e.g. http://milvus.milvus:19530" (toString .)) -}}
+{{- end -}}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@" (toString .) -}}
+{{- fail "vectorEngine.uri carries credentials (user:password@): give the token by vectorEngine.tokenSecret instead" -}}
+{{- end -}}
+{{- end -}}
+{{- with $engine.tokenSecret -}}
+{{- if not $engine.uri -}}
+{{- fail "vectorEngine.tokenSecret needs vectorEngine.uri (the deploy step sets both from evaluate.vector_engine)" -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$" (toString .)) -}}
+{{- fail (printf "vectorEngine.tokenSecret %q is not a Secret name (lower-case letters, digits, '-', '.')" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}

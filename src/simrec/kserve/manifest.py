@@ -15,6 +15,9 @@ How KServe runs it (serving.kserve.io/v1beta1, Serverless deployment mode):
   (a new revision), never through a running pod's /admin/deploy.
 - Prometheus metrics: KServe turns its scraping annotations into the pod's prometheus.io ones (the
   port and path of simrec serve's /metrics); a Prometheus configured to scrape annotated pods reads them.
+- A vector engine (the profile's evaluate.vector_engine): simrec serve gets its URI as
+  --vector-engine-uri (the profile's, not only the one a package's manifest recorded) and its token from
+  the Secret evaluate reads, by secretKeyRef (which Knative allows; fieldRef it does not, below).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from simrec.records import ENGINE_TOKEN_KEY, ENGINE_TOKEN_VARIABLE
 from simrec.serving.cli import MODEL_THREADS_VARIABLE, TOKEN_VARIABLE
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -67,6 +71,14 @@ class ServedModel:
 
 
 @dataclass(frozen=True)
+class VectorEngineAccess:
+    """How the predictor reaches the vector engine of packages whose vectors are in one."""
+
+    uri: str  # e.g. http://milvus.milvus:19530, as the predictor's namespace reaches it
+    token_secret: str | None = None  # Secret whose key ENGINE_TOKEN_KEY is the engine's token; None: none
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """The InferenceService that serves the model: everything but the model version."""
 
@@ -79,6 +91,7 @@ class Endpoint:
     min_replicas: int = 1  # not 0: a cold start loads the model and the index
     max_replicas: int | None = None
     resources: Resources = Resources()
+    vector_engine: VectorEngineAccess | None = None  # None: packages' own URIs, no token
 
 
 def default_image(project_version: str) -> str:
@@ -148,6 +161,7 @@ def _container(endpoint: Endpoint, model: ServedModel) -> dict[str, Any]:
             model.name,
             "--version",
             model.version,
+            *(["--vector-engine-uri", endpoint.vector_engine.uri] if endpoint.vector_engine else []),
         ],
         "env": _container_env(endpoint, model),
         "ports": [{"name": "http1", "containerPort": PORT, "protocol": "TCP"}],
@@ -168,17 +182,25 @@ def _container(endpoint: Endpoint, model: ServedModel) -> dict[str, Any]:
 
 
 def _container_env(endpoint: Endpoint, model: ServedModel) -> list[dict[str, Any]]:
+    engine = endpoint.vector_engine
+    engine_token = (
+        [_secret_env(ENGINE_TOKEN_VARIABLE, engine.token_secret, ENGINE_TOKEN_KEY)]
+        if engine and engine.token_secret
+        else []
+    )
     return [
         {"name": STORAGE_URI_VARIABLE, "value": model.storage_uri},
-        {
-            "name": TOKEN_VARIABLE,
-            "valueFrom": {"secretKeyRef": {"name": endpoint.token_secret, "key": endpoint.token_key}},
-        },
+        _secret_env(TOKEN_VARIABLE, endpoint.token_secret, endpoint.token_key),
         # The container's CPU limit (rounded up), not the node's CPU count that the process sees.
         # A literal: Knative refuses fieldRef/resourceFieldRef env unless its kubernetes.podspec-fieldref
         # flag is on (knative/serving pkg/apis/serving/fieldmask.go; off by default and in Kubeflow 1.10).
         {"name": MODEL_THREADS_VARIABLE, "value": str(cpu_threads(endpoint.resources.cpu_limit))},
+        *engine_token,
     ]
+
+
+def _secret_env(variable: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": variable, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
 def cpu_threads(quantity: str) -> int:

@@ -1,28 +1,42 @@
-"""The deploy step's `serve.kserve` settings (a JSON object) and the Endpoint they describe, with the
-namespace a pod runs in when none is configured."""
+"""The deploy step's `serve.kserve` settings and the profile's `evaluate.vector_engine` (JSON objects), and
+the Endpoint they describe, with the namespace a pod runs in when none is configured."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TypeVar
 
-from simrec.config import KServeConfig
+from simrec.config import KServeConfig, VectorEngineConfig
 from simrec.infra.errors import InputError, validation_problems
-from simrec.kserve.manifest import Endpoint, Resources, default_image
+from simrec.kserve.manifest import Endpoint, Resources, VectorEngineAccess, default_image
+
+Section = TypeVar("Section", KServeConfig, VectorEngineConfig)
 
 
-def settings_from_json(text: str) -> KServeConfig:
-    """serve.kserve as the deploy step receives it (a JSON object; absent fields take their defaults)."""
+def _from_json(section: type[Section], text: str, flag: str) -> Section:
+    """A configuration section as the deploy step receives it: a JSON object, validated as the profile's
+    (absent fields take their defaults)."""
     from pydantic import ValidationError
 
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise InputError(f"--kserve: not JSON ({exc})") from exc
+        raise InputError(f"{flag}: not JSON ({exc})") from exc
     try:
-        return KServeConfig.model_validate(data)
+        return section.model_validate(data)
     except ValidationError as exc:
-        raise InputError(f"--kserve: {validation_problems(exc.errors())}") from exc
+        raise InputError(f"{flag}: {validation_problems(exc.errors())}") from exc
+
+
+def settings_from_json(text: str) -> KServeConfig:
+    """serve.kserve, as deploy's --kserve."""
+    return _from_json(KServeConfig, text, "--kserve")
+
+
+def vector_engine_from_json(text: str) -> VectorEngineConfig:
+    """evaluate.vector_engine, as deploy's --vector-engine."""
+    return _from_json(VectorEngineConfig, text, "--vector-engine")
 
 
 # Where Kubernetes tells a pod its namespace (every pod with a service account token has it).
@@ -42,7 +56,9 @@ def namespace(settings: KServeConfig) -> str:
         ) from exc
 
 
-def endpoint(settings: KServeConfig) -> Endpoint:
+def endpoint(settings: KServeConfig, vector_engine: VectorEngineConfig | None = None) -> Endpoint:
+    """The InferenceService `settings` describe; its predictor reaches `vector_engine` (the profile's
+    evaluate.vector_engine) at its URI with its token Secret, if given."""
     from simrec import __version__
 
     return Endpoint(
@@ -54,4 +70,7 @@ def endpoint(settings: KServeConfig) -> Endpoint:
         min_replicas=settings.min_replicas,
         max_replicas=settings.max_replicas,
         resources=Resources(**settings.resources.model_dump()),
+        vector_engine=VectorEngineAccess(vector_engine.uri, vector_engine.token_secret)
+        if vector_engine
+        else None,
     )

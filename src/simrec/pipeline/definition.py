@@ -22,7 +22,7 @@ from simrec.infra import paths
 from simrec.infra.errors import InputError
 from simrec.infra.files import atomic_write
 from simrec.pipeline import backend
-from simrec.records import ENGINE_TOKEN_VARIABLE
+from simrec.records import ENGINE_TOKEN_KEY, ENGINE_TOKEN_VARIABLE
 from simrec.registry.tracking import ARTIFACT_ROOT_ENV, PIPELINE_RUN_ENV
 from simrec.train.params import TRAIN_COMPONENT, TrainParams, component_input_defaults
 
@@ -232,7 +232,7 @@ def _evaluate(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
     _spark_env(evaluate, config)
     _mlflow_env(evaluate, config)
     if engine and engine.token_secret:
-        kubernetes.use_secret_as_env(evaluate, engine.token_secret, {"token": ENGINE_TOKEN_VARIABLE})
+        kubernetes.use_secret_as_env(evaluate, engine.token_secret, {ENGINE_TOKEN_KEY: ENGINE_TOKEN_VARIABLE})
     return evaluate
 
 
@@ -248,12 +248,17 @@ def _register(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
 def _deploy(ops: Ops, config: SimrecConfig, **wired: Any) -> dsl.PipelineTask:
     # Fixed at compile time like the checkpoint root: where the cluster serves is not a run choice.
     kserve = config.serve.kserve.model_dump(mode="json", exclude_none=True) if config.serve.kserve else {}
+    # KServe's predictor reaches the engine evaluate publishes to as the profile says; a local or --server
+    # endpoint uses the URI each package records, or its own `simrec serve --vector-engine-uri`.
+    engine = config.evaluate.vector_engine
+    vector_engine = engine.model_dump(mode="json", exclude_none=True) if engine and kserve else {}
     deploy = _step(
         ops,
         config,
         "deploy",
         server=config.serve.server or "",
         kserve=kserve,  # KFP: no nulls
+        vector_engine=vector_engine,
         **wired,
     )
     _mlflow_env(deploy, config)

@@ -50,7 +50,7 @@ def _in_package_root(package: Path, version: str, state_dir: Path) -> Path:
 
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     """The pipeline passes every flag (KFP's launcher has no optional arguments before 2.17): an empty
-    value, or an empty JSON object for --kserve, means the flag was not given."""
+    value, or an empty JSON object for --kserve and --vector-engine, means the flag was not given."""
     return lambda text: parse(text) if text.strip() not in ("", "{}") else None
 
 
@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--alias", help="alias of the version to serve, with --model-name")
     parser.add_argument("--registered", type=Path, help="register's record (the pipeline passes it)")
     _add_server_flags(parser)
+    parser.add_argument(
+        "--vector-engine",
+        type=_or_none(str),
+        metavar="JSON",
+        help="with --kserve: the profile's vector engine (evaluate.vector_engine) as a JSON object; the "
+        "predictor reaches it at its uri, with the token from its token_secret",
+    )
     by_hand = parser.add_argument_group(MANUAL_ONLY, "serve a package folder that is not registered")
     by_hand.add_argument("--package", type=Path, help="a recommender package folder instead of a reference")
     by_hand.add_argument(
@@ -117,6 +124,8 @@ def deploy_main(argv: list[str] | None = None) -> None:
         parser.error("--kserve rolls out to a cluster: no --server or --package with it")
     if args.storage_uri and not args.kserve:
         parser.error("--storage-uri is for --kserve")
+    if args.vector_engine and not args.kserve:
+        parser.error("--vector-engine is for --kserve (a simrec serve takes --vector-engine-uri itself)")
     if args.ref:
         from simrec.registry import models as registry
 
@@ -155,6 +164,7 @@ def _roll_out_to_kserve(args: argparse.Namespace) -> None:
     from simrec.kserve.manifest import ServedModel, render_inference_service
 
     settings = kserve_settings.settings_from_json(args.kserve)
+    engine = kserve_settings.vector_engine_from_json(args.vector_engine) if args.vector_engine else None
     if args.storage_uri:
         model = ServedModel(MODEL_BY_HAND, args.version, args.storage_uri)
     else:
@@ -163,7 +173,7 @@ def _roll_out_to_kserve(args: argparse.Namespace) -> None:
         resolved = registry.resolve(args.ref)
         location = registry.storage_uri(resolved, settings.artifacts_destination)
         model = ServedModel(resolved.name, str(resolved.version), location)
-    manifest = render_inference_service(kserve_settings.endpoint(settings), model)
+    manifest = render_inference_service(kserve_settings.endpoint(settings, engine), model)
     described = {"model": {"name": model.name, "version": model.version, "storage_uri": model.storage_uri}}
     try:
         answer = rollout.roll_out(
