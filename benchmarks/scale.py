@@ -401,7 +401,7 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
     """Each cost against catalogue size, log-log, one panel per kind of cost."""
     from simrec.infra.plots import plt
 
-    figure, axes = plt.subplots(2, 3, figsize=(13, 7.5), layout="constrained")
+    figure, axes = plt.subplots(2, 3, figsize=(13, 9.5), layout="constrained")
     sizes = [row["items"] for row in pipeline]
     panels = {
         (0, 0): ("seconds", {"ingest": "ingest_s", "read back": "read_back_s", "package": "package_s"}),
@@ -455,7 +455,8 @@ def plot(pipeline: list[dict], indexes: list[dict], path: Path, note: str) -> No
     for axis in axes.flat:
         axis.set(xscale="log", yscale="log", xlabel="catalogue items")
         axis.grid(alpha=0.3, which="both")
-        axis.legend(fontsize=8)
+        # below the panel, not over it: a legend inside hid points wherever matplotlib placed it
+        axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     figure.suptitle(f"simrec cost against catalogue size\n{note}", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
@@ -533,7 +534,7 @@ def main() -> None:
         runs.append(f"run ended {before['ended']}")
     pipeline.sort(key=lambda row: row["items"])
     indexes.sort(key=lambda row: row["items"])
-    note = "; ".join(runs) + f"\n{args.clients} clients, top-{K}"
+    note = "\n".join(runs) + f"\n{args.clients} clients, top-{K}"
     print(f"end: {ended}\n")
     print(markdown(pipeline, PIPELINE_COLUMNS) + "\n")
     print(markdown(indexes, INDEX_COLUMNS))
