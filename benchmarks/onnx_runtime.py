@@ -1,7 +1,10 @@
 """Benchmark: one request's work in-process, on a recommender package (benchmarks/serve.py builds the 70k
 one): the embedding model on ONNX Runtime under several session options against the traced Keras call
 (TensorFlow, one intra-op thread, as the server ran it), and the rest of a /similar request (JSON, base64,
-PNG decode, HNSW search) beside it, to see what dominates once the model is fast.
+PNG decode, HNSW search) beside it, to see what dominates once the model is fast. It also counts the model's
+multiply-adds (its Conv and MatMul/Gemm nodes, shapes from onnx's shape inference) and times one core's
+single-precision matrix product (numpy's BLAS on one thread), so each variant's rate in GFLOP/s can be read
+against what this core does at best: how far any runtime could still take the model.
 
 Every variant is timed in interleaved rounds (the machine's speed drifts), median per call over all rounds,
 in wall time and in this process's CPU time (all threads: TensorFlow runs ops on its pool threads), which
@@ -37,6 +40,43 @@ def _ort_session(path: Path, intra: int, spinning: bool, arena: bool, level: str
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+def multiply_adds(path: Path) -> int:
+    """Multiply-adds of one image through the model's Conv, MatMul and Gemm nodes."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for dim in model.graph.input[0].type.tensor_type.shape.dim:
+        if not dim.dim_value:
+            dim.dim_value = 1  # the batch
+    model = onnx.shape_inference.infer_shapes(model)
+    shapes = {
+        value.name: [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        for value in [*model.graph.value_info, *model.graph.input, *model.graph.output]
+    } | {weights.name: list(weights.dims) for weights in model.graph.initializer}
+    total = 0
+    for node in model.graph.node:
+        out = shapes.get(node.output[0])
+        if node.op_type == "Conv":  # each output value: in-channels/groups x kernel height x width
+            total += int(np.prod(out)) * int(np.prod(shapes[node.input[1]][1:]))
+        elif node.op_type in ("MatMul", "Gemm") and out:
+            transposed = any(a.name == "transB" and a.i for a in node.attribute)
+            total += int(np.prod(out)) * shapes[node.input[1]][1 if transposed else 0]
+    return total
+
+
+def sgemm_gflops(size: int = 1024, calls: int = 20) -> float:
+    """One core's float32 matrix product rate (numpy's BLAS limited to one thread), CPU time."""
+    from threadpoolctl import threadpool_limits
+
+    a = np.random.default_rng(0).random((size, size), dtype=np.float32)
+    with threadpool_limits(1):
+        a @ a
+        started = time.process_time()
+        for _ in range(calls):
+            a @ a
+        return 2 * size**3 * calls / (time.process_time() - started) / 1e9
 
 
 def _keras(path: Path) -> Callable[[np.ndarray], np.ndarray]:
@@ -121,10 +161,16 @@ def main() -> None:
         f"package {args.package} ({manifest['embedding_dim']}-d), {args.rounds} rounds x {args.calls} calls"
     )
     print(f"max |onnx - keras| over 8 images: {np.abs(reference - served).max():.2e}")
-    print(f"{'what':<58}{'batch':>6}{'wall ms per call':>18}{'CPU ms per call':>17}")
+    flops = 2 * multiply_adds(onnx_file)
+    print(
+        f"the model: {flops / 2e6:.1f} M multiply-adds an image; one core's sgemm (numpy, 1 thread): "
+        f"{sgemm_gflops():.1f} GFLOP/s"
+    )
+    print(f"{'what':<58}{'batch':>6}{'wall ms per call':>18}{'CPU ms per call':>17}{'GFLOP/s (CPU)':>15}")
     for (name, batch), values in times.items():
         wall, used = 1000 * float(np.median(values)), 1000 * float(np.median(cpu[(name, batch)]))
-        print(f"{name:<58}{batch:>6}{wall:>18.3f}{used:>17.3f}")
+        rate = f"{flops * batch / used / 1e6:.1f}" if name in variants else ""
+        print(f"{name:<58}{batch:>6}{wall:>18.3f}{used:>17.3f}{rate:>15}")
 
 
 if __name__ == "__main__":
