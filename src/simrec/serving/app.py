@@ -90,11 +90,13 @@ def create_app(state: ServingState, settings: Settings) -> FastAPI:
 
 
 def _include_routers(app: FastAPI, settings: Settings) -> None:
+    # Each request is matched against the routes in this order until one fits (no two paths overlap, so
+    # the order changes nothing else): the query routers first, as nearly every request is a query.
+    app.include_router(similar.router)
+    app.include_router(oip.router)
     app.include_router(similar.page)
     if settings.metrics:
         app.include_router(observability.router)
-    app.include_router(oip.router)
-    app.include_router(similar.router)
     if settings.admin_token:
         app.include_router(admin.router)
 
