@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -119,8 +120,10 @@ def main() -> None:
     pixels = np.stack([decode_png(png) for png in pngs])
     index = load_package_index(args.package, manifest)
     body = json.dumps({"image": base64.b64encode(pngs[0]).decode(), "k": 5}).encode()
-    vector = variants["onnx: 1 thread, no spin, arena, ENABLE_ALL (serving)"](
-        pixels[:1, ..., None].astype(np.float32)
+    # a different test image's vector each call: the same query again and again finds its graph nodes in
+    # the CPU's caches and measured a sixth of what distinct queries cost
+    vectors = itertools.cycle(
+        variants["onnx: 1 thread, no spin, arena, ENABLE_ALL (serving)"](pixels[..., None].astype(np.float32))
     )
 
     def request_parts() -> dict[str, Callable[[], object]]:
@@ -128,7 +131,9 @@ def main() -> None:
             "json.loads of a /similar body": lambda: json.loads(body),
             "base64 decode": lambda: base64.b64decode(json.loads(body)["image"]),
             "PNG decode (simrec.data.codec)": lambda: decode_png(pngs[0]),
-            "HNSW search, 1 query, top-5": lambda: search(index, vector, 5),
+            "HNSW search, 1 query, top-5 (200 distinct ones in turn)": lambda: search(
+                index, next(vectors)[None], 5
+            ),
         }
 
     times: dict[tuple[str, int], list[float]] = {}
