@@ -18,9 +18,10 @@ codes of the full 569 dimensions (569 B) do not fit; PCA to 192 dimensions keeps
 embedding, lets the re-ranking codes fit (192 B), and gives the product quantiser a dimension it can split
 (569 is prime: no `pq_m` but 1 and 569 divides it). The codes are 4-bit ("fast-scan": faiss keeps a
 list's codes in blocks of 32 and scores them with SIMD table lookups in registers): at 1M items one query
-cost 0.16 ms of CPU against 1.78 ms for the same index with 8-bit codes, with the same top-10 overlap after
-re-ranking (0.812 / 0.813) and 10 s of build against 60 s (benchmarks/index_kinds.py's catalogue, this
-2-core machine); the re-ranking codes, not the PQ codes, set the overlap. PCA centres the vectors,
+cost 0.16 ms of CPU against 1.78 ms for the same index with 8-bit codes, and 10 s of build against 60 s
+(benchmarks/index_kinds.py's perturbed catalogue, this 2-core machine). The top-10 overlap with exact
+search stayed 0.81 there, but fell from 0.79 to 0.76 on benchmarks/scale.py's real 1M catalogue: the 4-bit
+codes' short list is rougher, which `rerank` 16 (not 4) mostly makes up for. PCA centres the vectors,
 which breaks inner-product ranking (the mean's product with each item is not constant), but not L2 distance;
 on unit vectors L2 ranks exactly as cosine (|x - y|^2 = 2 - 2 cos), so this kind searches in L2 and `search`
 turns its squared distances back into cosines (1 - d/2, estimated in the reduced space). `hnsw_sq8` takes no
@@ -173,13 +174,13 @@ def build_index(vectors: np.ndarray, spec: IndexSpec = DEFAULT_SPEC):  # -> fais
         index = _hnsw_sq8(dim, spec)
     else:
         index = _ivfpq(dim, spec, len(train))
+        if len(train) < PQ_CENTROIDS:  # k-means needs a training point per 4-bit centroid
+            train = np.resize(train, (PQ_CENTROIDS, dim))
     for layer in _layers(index):
         if hasattr(layer, "hnsw"):
             layer.hnsw.efConstruction = spec.ef_construction
             layer.hnsw.efSearch = spec.ef_search
     if not index.is_trained:
-        if spec.kind == "ivfpq" and len(train) < PQ_CENTROIDS:  # k-means needs a point per centroid
-            train = np.resize(train, (PQ_CENTROIDS, dim))
         index.train(train)
     index.add(vectors)
     return index
